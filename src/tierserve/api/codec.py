@@ -1,0 +1,329 @@
+"""Open Inference Protocol bodies: JSON tensors and Triton's binary tensor data extension.
+
+A binary request is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
+tensors, in input order, of every input whose ``parameters.binary_data_size`` is set. BYTES tensors
+are serialised element by element as a 4-byte little-endian length followed by the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from tierserve.datatypes import Datatype, from_name
+from tierserve.engine.request import InferRequest, InferResponse, InputTensor, RequestedOutput
+from tierserve.errors import InvalidInput
+
+HEADER_LENGTH = "inference-header-content-length"
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    json_part, binary = _split_body(body, header_length)
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"failed to parse the request JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    parameters = _mapping(doc.get("parameters"), "request parameters")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("request 'id' must be a string")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("request must have a non-empty 'inputs' array")
+    reader = _BinaryReader(binary)
+    inputs = [_decode_input(raw, reader) for raw in raw_inputs]
+    reader.finish()
+    binary_output = parameters.get("binary_data_output", False)
+    if not isinstance(binary_output, bool):
+        raise InvalidInput("parameter 'binary_data_output' must be a boolean")
+    return InferRequest(
+        inputs=inputs,
+        id=request_id,
+        outputs=_decode_outputs(doc.get("outputs")),
+        parameters=parameters,
+        binary_output=binary_output,
+    )
+
+
+def encode_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
+    """The response body and its headers (JSON, or JSON + binary when any output is binary)."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype.name,
+            "shape": list(tensor.array.shape),
+        }
+        if tensor.binary:
+            blob = _to_bytes(tensor.array, tensor.datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _to_json_data(tensor.array, tensor.datatype)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=_JSON_OPTIONS)
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    return b"".join([header, *blobs]), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+
+
+# -- request parts -----------------------------------------------------------------------------
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length must be an integer, got '{header_length}'"
+        ) from None
+    if length < 0 or length > len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {length} is larger than the body ({len(body)} bytes)"
+        )
+    return body[:length], body[length:]
+
+
+class _BinaryReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+
+    def take(self, size: int, name: str) -> memoryview:
+        end = self._offset + size
+        if size < 0 or end > len(self._data):
+            raise InvalidInput(
+                f"input '{name}' declares binary_data_size {size}, but only "
+                f"{len(self._data) - self._offset} bytes of binary data remain"
+            )
+        chunk = self._data[self._offset : end]
+        self._offset = end
+        return chunk
+
+    def finish(self) -> None:
+        extra = len(self._data) - self._offset
+        if extra:
+            raise InvalidInput(f"{extra} bytes of binary data follow the inputs and belong to none of them")
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _shape(raw: object, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
+    ):
+        raise InvalidInput(f"input '{name}' needs 'shape', a list of non-negative integers")
+    return tuple(raw)
+
+
+def _decode_input(raw: object, reader: _BinaryReader) -> InputTensor:
+    if not isinstance(raw, dict):
+        raise InvalidInput("each input must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput("each input needs a string 'name'")
+    datatype_name = raw.get("datatype")
+    if not isinstance(datatype_name, str):
+        raise InvalidInput(f"input '{name}' needs a string 'datatype'")
+    datatype = from_name(datatype_name)
+    shape = _shape(raw.get("shape"), name)
+    parameters = _mapping(raw.get("parameters"), f"parameters of input '{name}'")
+    if "shared_memory_region" in parameters:
+        raise InvalidInput("shared-memory inputs are not supported by this server")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidInput(f"input '{name}': binary_data_size must be an integer")
+        if "data" in raw:
+            raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
+        array = _from_bytes(reader.take(size, name), datatype, shape, name)
+    elif "data" in raw:
+        array = _from_json_data(raw["data"], datatype, shape, name)
+    else:
+        raise InvalidInput(f"input '{name}' has neither 'data' nor binary_data_size")
+    return InputTensor(name, datatype, array)
+
+
+def _decode_outputs(raw: object) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidInput("'outputs' must be an array")
+    outputs = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidInput("each requested output needs a string 'name'")
+        parameters = _mapping(entry.get("parameters"), f"parameters of output '{entry['name']}'")
+        if "shared_memory_region" in parameters:
+            raise InvalidInput("shared-memory outputs are not supported by this server")
+        if parameters.get("classification"):
+            raise InvalidInput("the classification extension is not supported by this server")
+        binary = parameters.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidInput(f"output '{entry['name']}': binary_data must be a boolean")
+        outputs.append(RequestedOutput(entry["name"], binary))
+    return outputs
+
+
+# -- tensor data -------------------------------------------------------------------------------
+
+
+def _from_bytes(chunk: memoryview, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype.kind == "bytes":
+        return _deserialize_bytes(chunk, count, name).reshape(shape)
+    expected = count * datatype.itemsize
+    if len(chunk) != expected:
+        raise InvalidInput(
+            f"input '{name}': binary_data_size is {len(chunk)} bytes, but shape {list(shape)} "
+            f"of {datatype.name} needs {expected}"
+        )
+    array = np.frombuffer(chunk, dtype=datatype.numpy.newbyteorder("<"))
+    if datatype.kind == "bool" and array.size and array.view(np.uint8).max() > 1:
+        raise InvalidInput(f"input '{name}': BOOL bytes must be 0 or 1")
+    return array.reshape(shape)
+
+
+def _deserialize_bytes(chunk: memoryview, count: int, name: str) -> np.ndarray:
+    items: list[bytes] = []
+    offset, end = 0, len(chunk)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"input '{name}': truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"input '{name}': BYTES element of {length} bytes runs past the data")
+        items.append(bytes(chunk[offset : offset + length]))
+        offset += length
+    if len(items) != count:
+        raise InvalidInput(f"input '{name}': {len(items)} BYTES elements for a shape of {count}")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array
+
+
+def _from_json_data(data: object, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        data = [data]
+    if datatype.kind == "bytes":
+        flat = _flatten_strings(data, name)
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+    else:
+        array = _numbers(data, datatype, name)
+    if array.size != count:
+        raise InvalidInput(f"input '{name}': {array.size} values for shape {list(shape)} ({count} expected)")
+    return array.reshape(shape)
+
+
+_ACCEPTED_KINDS = {"int": "iu", "uint": "iu", "float": "iuf", "bool": "b"}
+
+
+def _numbers(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
+    try:
+        parsed = np.asarray(data)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"input '{name}': 'data' is not a regular array of numbers ({exc})") from None
+    if parsed.size == 0:
+        return parsed.astype(datatype.numpy).ravel()
+    if parsed.dtype.kind not in _ACCEPTED_KINDS[datatype.kind]:
+        raise InvalidInput(
+            f"input '{name}': 'data' holds {_describe(parsed.dtype)}, "
+            f"which is not valid for datatype {datatype.name}"
+        )
+    if datatype.kind in ("int", "uint"):
+        info = np.iinfo(datatype.numpy)  # type: ignore[type-var]
+        if parsed.min() < info.min or parsed.max() > info.max:
+            raise InvalidInput(f"input '{name}': values out of range for {datatype.name}")
+    return parsed.astype(datatype.numpy, copy=False).ravel()
+
+
+def _describe(dtype: np.dtype[Any]) -> str:
+    return {
+        "f": "floating-point numbers",
+        "b": "booleans",
+        "U": "strings",
+        "O": "mixed values",
+        "i": "integers",
+        "u": "integers",
+    }.get(dtype.kind, str(dtype))
+
+
+def _flatten_strings(data: list[Any], name: str) -> list[bytes]:
+    flat: list[bytes] = []
+    stack: list[Any] = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            if not isinstance(item, str):
+                raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+            flat.append(item.encode())
+        else:
+            stack.pop()
+    return flat
+
+
+def _to_bytes(array: np.ndarray, datatype: Datatype) -> bytes:
+    if datatype.kind != "bytes":
+        return np.ascontiguousarray(array, dtype=datatype.numpy.newbyteorder("<")).tobytes()
+    parts: list[bytes] = []
+    for item in array.ravel():
+        encoded = _as_bytes(item)
+        parts.append(struct.pack("<I", len(encoded)))
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def _as_bytes(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    return str(item).encode("utf-8", "surrogateescape")
+
+
+def _to_json_data(array: np.ndarray, datatype: Datatype) -> Any:
+    if datatype.kind == "bytes":
+        return [_as_bytes(item).decode("utf-8", "replace") for item in array.ravel()]
+    if datatype.name == "FP16":
+        return array.astype(np.float32).ravel()
+    return np.ascontiguousarray(array).ravel()
+
+
+def parse_json_object(body: bytes, what: str) -> Mapping[str, Any]:
+    """A small JSON object body (admin routes); empty means ``{}``."""
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"failed to parse the {what} JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"the {what} body must be a JSON object")
+    return doc

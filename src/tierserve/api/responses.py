@@ -1,0 +1,20 @@
+"""Response helpers: ``application/json`` exactly, and the V2 error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from tierserve.errors import TierserveError
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json"
+    )
+
+
+def error_response(exc: TierserveError) -> Response:
+    return json_response({"error": exc.message}, exc.status_code, exc.headers())

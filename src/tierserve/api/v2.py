@@ -1,0 +1,200 @@
+"""Open Inference Protocol (KServe V2) REST routes plus Triton's extensions.
+
+Routes only decode, call the engine, and encode; see ``tierserve.engine`` for the behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tierserve import __version__
+from tierserve.api.body import read_body
+from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
+from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
+from tierserve.api.responses import json_response
+from tierserve.errors import InvalidInput, ModelNotFound, Unavailable
+from tierserve.observability.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from tierserve.api.app import AppState
+
+router = APIRouter()
+
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+PLATFORM = "onnxruntime_onnx"
+
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array"},
+                        "outputs": {"type": "array"},
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.tierserve
+    return state
+
+
+# -- health and metadata -----------------------------------------------------------------------
+
+
+@router.get("/v2/health/live", tags=["health"])
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", tags=["health"])
+async def ready(request: Request) -> Response:
+    is_ready = _state(request).engine.ready
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get("/v2", tags=["metadata"])
+@router.get("/v2/", tags=["metadata"], include_in_schema=False)
+async def server_metadata() -> Response:
+    return json_response({"name": "tierserve", "version": __version__, "extensions": EXTENSIONS})
+
+
+@router.get("/v2/models/{model_name}", tags=["metadata"])
+@router.get("/v2/models/{model_name}/versions/{model_version}", tags=["metadata"])
+async def model_metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    engine = _state(request).engine
+    runner = engine.runner(model_name, model_version)
+    versions = [str(runner.version)] if model_version else [str(v) for v in engine.versions(model_name)]
+    return json_response(
+        {
+            "name": model_name,
+            "versions": versions,
+            "platform": PLATFORM,
+            "inputs": [spec.metadata() for spec in runner.signature.inputs],
+            "outputs": [spec.metadata() for spec in runner.signature.outputs],
+        }
+    )
+
+
+@router.get("/v2/models/{model_name}/ready", tags=["health"])
+@router.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["health"])
+async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    try:
+        _state(request).engine.runner(model_name, model_version)
+    except ModelNotFound:
+        if model_name not in _state(request).engine.repository.model_names():
+            raise
+        raise Unavailable(f"model '{model_name}' is not ready") from None
+    return json_response({"name": model_name, "ready": True})
+
+
+@router.get("/v2/models/{model_name}/config", tags=["model configuration"])
+@router.get("/v2/models/{model_name}/versions/{model_version}/config", tags=["model configuration"])
+async def model_config(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    """Triton's model configuration extension (what perf_analyzer reads)."""
+    engine = _state(request).engine
+    runner = engine.runner(model_name, model_version)
+    config = engine.config(model_name)
+    batching = runner.max_batch_size > 0
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        dims = list(spec.shape[1:] if batching else spec.shape)
+        return {"name": spec.name, "data_type": spec.datatype.triton_name, "dims": dims}
+
+    doc: dict[str, Any] = {
+        "name": model_name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": runner.max_batch_size,
+        "input": [tensor(spec) for spec in runner.signature.inputs],
+        "output": [tensor(spec) for spec in runner.signature.outputs],
+        "instance_group": [{"name": model_name, "kind": "KIND_CPU", "count": len(runner.backends)}],
+        "version_policy": config.version_policy.describe(),
+    }
+    if batching:
+        doc["dynamic_batching"] = {"max_queue_delay_microseconds": int(config.max_queue_delay_ms * 1000)}
+    return json_response(doc)
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+@router.post("/v2/models/{model_name}/infer", tags=["inference"], openapi_extra=_INFER_DOC)
+@router.post(
+    "/v2/models/{model_name}/versions/{model_version}/infer", tags=["inference"], openapi_extra=_INFER_DOC
+)
+async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    state = _state(request)
+    runner = state.engine.runner(model_name, model_version)  # unknown model: 404 before reading the body
+    body = await read_body(request, state.settings.max_body_bytes)
+    decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    try:
+        response = await unless_disconnected(request, state.engine.infer(runner, decoded))
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
+    content, headers = encode_response(response)
+    return Response(content, headers=headers)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+@router.get("/v2/models/stats", tags=["statistics"])
+@router.get("/v2/models/{model_name}/stats", tags=["statistics"])
+@router.get("/v2/models/{model_name}/versions/{model_version}/stats", tags=["statistics"])
+async def model_stats(
+    request: Request, model_name: str | None = None, model_version: str | None = None
+) -> Response:
+    return json_response({"model_stats": _state(request).engine.stats(model_name, model_version)})
+
+
+@router.get("/metrics", tags=["observability"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# -- model repository --------------------------------------------------------------------------
+
+
+@router.post("/v2/repository/index", tags=["model repository"])
+async def repository_index(request: Request) -> Response:
+    options = parse_json_object(await read_body(request, 1 << 16), "repository index")
+    rows = _state(request).engine.index()
+    if options.get("ready") is True:
+        rows = [row for row in rows if row["state"] == "READY"]
+    return json_response(rows)
+
+
+@router.post("/v2/repository/models/{model_name}/load", tags=["model repository"])
+async def repository_load(request: Request, model_name: str) -> Response:
+    options = parse_json_object(await read_body(request, 1 << 20), "load")
+    if options.get("parameters"):
+        raise InvalidInput("load parameters (config or file overrides) are not supported; edit config.yaml")
+    engine = _state(request).engine
+    if model_name not in engine.repository.model_names():
+        raise ModelNotFound(model_name)
+    await asyncio.to_thread(engine.load, model_name)
+    return json_response({})
+
+
+@router.post("/v2/repository/models/{model_name}/unload", tags=["model repository"])
+async def repository_unload(request: Request, model_name: str) -> Response:
+    parse_json_object(await read_body(request, 1 << 16), "unload")
+    await asyncio.to_thread(_state(request).engine.unload, model_name)
+    return json_response({})

@@ -1,0 +1,258 @@
+"""The engine: loads model versions from the repository, routes requests to their runners."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tierserve.backends.base import Backend
+from tierserve.backends.onnx import OnnxBackend, OnnxOptions
+from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
+from tierserve.engine.runner import ModelRunner
+from tierserve.engine.validate import prepare
+from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.observability.metrics import Metrics
+from tierserve.observability.stats import ModelStats
+from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
+from tierserve.repository.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass
+class _Entry:
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    runners: dict[int, ModelRunner] = field(default_factory=dict)
+
+    @property
+    def default_version(self) -> int:
+        return max(self.runners)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Engine:
+    def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self._models: dict[str, _Model] = {}
+        self._states: dict[tuple[str, int], _Entry] = {}
+        self._stats: dict[tuple[str, int], ModelStats] = {}
+        # Load and unload are rare and slow; one at a time keeps the tables consistent.
+        self._admin_lock = threading.Lock()
+        self.started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        for name in self.repository.model_names():
+            try:
+                self.load(name)
+            except TierserveError as exc:
+                log.error("model %s failed to load: %s", name, exc.message)
+        self.started = True
+
+    @property
+    def ready(self) -> bool:
+        """Triton's strict readiness: started, and no model the repository asked for failed to load."""
+        return self.started and all(
+            entry.state is not ModelState.UNAVAILABLE or entry.reason == "unloaded"
+            for entry in self._states.values()
+        )
+
+    def load(self, name: str) -> None:
+        """Load (or reload) the versions that the model's version policy selects."""
+        with self._admin_lock:
+            config = self.repository.config(name)
+            wanted = self.repository.versions_to_serve(name, config)
+            previous = self._models.get(name)
+            model = _Model(config)
+            failures: list[str] = []
+            for version in wanted:
+                self._states[(name, version)] = _Entry(ModelState.LOADING)
+                try:
+                    model.runners[version] = self._start_runner(name, version, config)
+                    self._states[(name, version)] = _Entry(ModelState.READY)
+                except TierserveError as exc:
+                    self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, exc.message)
+                    failures.append(f"version {version}: {exc.message}")
+            if model.runners:
+                self._models[name] = model
+            else:
+                self._models.pop(name, None)
+            if previous is not None:
+                self._stop_runners(name, previous, keep=set(model.runners))
+            if failures:
+                raise InvalidInput(f"failed to load '{name}': " + "; ".join(failures))
+            log.info("loaded %s versions %s", name, sorted(model.runners))
+
+    def unload(self, name: str) -> None:
+        with self._admin_lock:
+            model = self._models.pop(name, None)
+            if model is None:
+                if name not in self.repository.model_names():
+                    raise ModelNotFound(name)
+                return
+            self._stop_runners(name, model, keep=set())
+
+    def stop(self) -> None:
+        with self._admin_lock:
+            for name, model in list(self._models.items()):
+                self._stop_runners(name, model, keep=set())
+            self._models.clear()
+
+    def _start_runner(self, name: str, version: int, config: ModelConfig) -> ModelRunner:
+        path = self.repository.model_path(name, version)
+        threads = config.intra_op_threads or max(1, available_cores() // config.instances)
+        options = OnnxOptions(intra_op_threads=threads, inter_op_threads=config.inter_op_threads)
+        backends: list[Backend] = [OnnxBackend(path, options) for _ in range(config.instances)]
+        signature = backends[0].signature
+        max_batch_size = config.max_batch_size
+        if max_batch_size is None:
+            max_batch_size = DEFAULT_MAX_BATCH_SIZE if signature.batchable else 0
+        elif max_batch_size > 0 and not signature.batchable:
+            raise InvalidInput(
+                f"max_batch_size {max_batch_size} needs a dynamic first dimension on every "
+                f"input and output of '{name}'"
+            )
+        _warm_up(backends, max_batch_size)
+        stats = self._stats.setdefault((name, version), ModelStats())
+        return ModelRunner(
+            name,
+            version,
+            backends,
+            max_batch_size=max_batch_size,
+            max_queue_delay_s=config.max_queue_delay_ms / 1000,
+            max_queue_size=config.max_queue_size,
+            stats=stats,
+            metrics=self.metrics.for_model(name, version),
+        )
+
+    def _stop_runners(self, name: str, model: _Model, keep: set[int]) -> None:
+        for version, runner in model.runners.items():
+            if version in keep:
+                continue
+            self._states[(name, version)] = _Entry(ModelState.UNLOADING)
+            runner.stop()
+            self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, "unloaded")
+            self.metrics.forget_model(name, version)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def runner(self, name: str, version: str | None = None) -> ModelRunner:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(name, version)
+        if version is None or version == "":
+            return model.runners[model.default_version]
+        if not version.isdigit() or int(version) not in model.runners:
+            raise ModelNotFound(name, version)
+        return model.runners[int(version)]
+
+    def config(self, name: str) -> ModelConfig:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        return model.config
+
+    def versions(self, name: str) -> list[int]:
+        model = self._models.get(name)
+        return sorted(model.runners) if model else []
+
+    def index(self) -> list[dict[str, str]]:
+        """Every model in the repository, with the state of each version known to the engine."""
+        rows: list[dict[str, str]] = []
+        for name in self.repository.model_names():
+            known = sorted(v for (n, v) in self._states if n == name)
+            if not known:
+                rows.append({"name": name, "version": "", "state": ModelState.UNAVAILABLE, "reason": ""})
+            for version in known:
+                entry = self._states[(name, version)]
+                rows.append(
+                    {"name": name, "version": str(version), "state": entry.state, "reason": entry.reason}
+                )
+        return rows
+
+    def stats(self, name: str | None = None, version: str | None = None) -> list[dict[str, object]]:
+        if name is None:
+            runners = [r for m in self._models.values() for r in m.runners.values()]
+        elif version:
+            runners = [self.runner(name, version)]
+        else:
+            model = self._models.get(name)
+            if model is None:
+                raise ModelNotFound(name)
+            runners = list(model.runners.values())
+        return [
+            r.stats.as_triton(r.name, r.version) for r in sorted(runners, key=lambda r: (r.name, r.version))
+        ]
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def infer(self, runner: ModelRunner, request: InferRequest) -> InferResponse:
+        """Validate ``request`` against the runner's model, queue it, and await its outputs."""
+        name = runner.name
+        started = time.perf_counter_ns()
+        ok = False
+        try:
+            prepared = prepare(runner.signature, runner.max_batch_size, request, name)
+            outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key)
+            response = InferResponse(
+                model_name=name,
+                model_version=str(runner.version),
+                id=request.id,
+                outputs=[
+                    OutputTensor(spec.name, spec.datatype, np.asarray(outputs[spec.name]), binary)
+                    for spec, binary in prepared.outputs
+                ],
+            )
+            ok = True
+            return response
+        finally:
+            elapsed = time.perf_counter_ns() - started
+            runner.stats.record_request(ok, elapsed)
+            if ok:
+                runner.metrics.success.inc()
+                runner.metrics.request_seconds.observe(elapsed / 1e9)
+            else:
+                runner.metrics.failure.inc()
+
+
+def _warm_up(backends: list[Backend], max_batch_size: int) -> None:
+    """Run each backend once so that the first real request does not pay for lazy initialisation."""
+    for backend in backends:
+        feeds: dict[str, np.ndarray] = {}
+        for spec in backend.signature.inputs:
+            shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
+            if spec.datatype.kind == "bytes":
+                feeds[spec.name] = np.full(shape, b"", dtype=object)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
+        try:
+            backend.run(feeds)
+        except Exception as exc:  # a model that cannot run on zeros still serves; say so
+            log.warning("warm-up of %s failed (%s); serving without it", backend.kind, exc)

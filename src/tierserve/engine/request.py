@@ -1,0 +1,48 @@
+"""Protocol-neutral request and response objects passed between the API and the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tierserve.datatypes import Datatype
+
+
+@dataclass
+class InputTensor:
+    name: str
+    datatype: Datatype
+    array: np.ndarray
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: the request's default
+
+
+@dataclass
+class InferRequest:
+    inputs: list[InputTensor]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None  # None: every output of the model
+    parameters: dict[str, Any] = field(default_factory=dict)
+    binary_output: bool = False  # the default for outputs that do not say
+
+
+@dataclass
+class OutputTensor:
+    name: str
+    datatype: Datatype
+    array: np.ndarray
+    binary: bool
+
+
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    outputs: list[OutputTensor]
+    id: str | None = None

@@ -1,0 +1,38 @@
+"""``tierserve example-models DIR``: the example model repository, built deterministically offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tierserve.examples.basic import IDENTITY_DTYPES, build_identity, build_simple
+from tierserve.examples.minilm import build_minilm_onnx, minilm_assets_dir
+from tierserve.repository.repository import CONFIG_FILE, MODEL_FILE
+
+MINILM = "all-minilm-l6-v2"
+
+_CONFIGS = {
+    "simple": "max_batch_size: 8\n",
+    MINILM: "# 32 rows is where one core reaches its best items/s on this model.\nmax_batch_size: 32\n",
+}
+
+
+def write_example_repository(dest: Path, *, include_minilm: bool = True) -> list[str]:
+    """Write every example model under ``dest``; return their names."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    build_simple(dest / "simple" / "1" / MODEL_FILE)
+    names.append("simple")
+    for suffix, elem_type in IDENTITY_DTYPES.items():
+        name = f"identity_{suffix}"
+        build_identity(dest / name / "1" / MODEL_FILE, elem_type)
+        names.append(name)
+    if include_minilm:
+        target = dest / MINILM / "1" / MODEL_FILE
+        build_minilm_onnx(target)
+        # The tokenizer travels with the model so that text endpoints can find it.
+        (target.parent / "tokenizer.json").write_bytes((minilm_assets_dir() / "tokenizer.json").read_bytes())
+        names.append(MINILM)
+    for name, text in _CONFIGS.items():
+        if name in names:
+            (dest / name / CONFIG_FILE).write_text(text)
+    return names

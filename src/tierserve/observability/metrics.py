@@ -1,0 +1,120 @@
+"""Prometheus metrics; one registry per server so that several servers can live in one process."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """Label-bound children for one model version: binding once keeps the hot path cheap."""
+
+    success: Counter
+    failure: Counter
+    rejected: Counter
+    request_seconds: Histogram
+    queue_seconds: Histogram
+    inference_seconds: Histogram
+    batch_size: Histogram
+    queue_depth: Gauge
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        labels = ["model", "version"]
+        self.requests = Counter(
+            "tierserve_requests",
+            "Inference requests by outcome.",
+            [*labels, "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "tierserve_request_duration_seconds",
+            "Time from a request's arrival to its response being ready.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "tierserve_queue_duration_seconds",
+            "Time a request waited in the queue before its batch started.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "tierserve_inference_duration_seconds",
+            "Time the backend spent running one batch.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "tierserve_batch_size",
+            "Rows per executed batch.",
+            labels,
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "tierserve_queue_depth", "Requests waiting in the queue.", labels, registry=self.registry
+        )
+
+    def for_model(self, name: str, version: int) -> ModelMetrics:
+        v = str(version)
+        return ModelMetrics(
+            success=self.requests.labels(name, v, "success"),
+            failure=self.requests.labels(name, v, "failure"),
+            rejected=self.requests.labels(name, v, "rejected"),
+            request_seconds=self.request_seconds.labels(name, v),
+            queue_seconds=self.queue_seconds.labels(name, v),
+            inference_seconds=self.inference_seconds.labels(name, v),
+            batch_size=self.batch_size.labels(name, v),
+            queue_depth=self.queue_depth.labels(name, v),
+        )
+
+    def forget_model(self, name: str, version: int) -> None:
+        """Drop an unloaded model's series so that /metrics does not report it forever."""
+        v = str(version)
+        families: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
+            (self.request_seconds, (name, v)),
+            (self.queue_seconds, (name, v)),
+            (self.inference_seconds, (name, v)),
+            (self.batch_size, (name, v)),
+            (self.queue_depth, (name, v)),
+        ]
+        families += [(self.requests, (name, v, status)) for status in ("success", "failure", "rejected")]
+        for family, label_values in families:
+            with contextlib.suppress(KeyError):  # never observed, so never created
+                family.remove(*label_values)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

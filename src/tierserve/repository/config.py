@@ -1,0 +1,136 @@
+"""Per-model configuration read from ``<root>/<model>/config.yaml``.
+
+Every key is optional::
+
+    max_batch_size: 32        # 0 turns batching off; omitted: from the graph (dynamic first dim)
+    max_queue_delay_ms: 0     # how long a partial batch may wait for company (only when others wait)
+    max_queue_size: 1024      # bound of the request queue; over it requests get 503 + Retry-After
+    instances: 1              # replicas, each with its own ONNX Runtime session and thread
+    intra_op_threads: 1       # omitted: the cores this process may use, shared among instances
+    inter_op_threads: 1
+    version_policy: latest    # or {latest: 2}, all, {specific: [1, 3]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tierserve.errors import InvalidInput
+
+DEFAULT_MAX_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the newest ``latest``, ``all``, or ``specific`` ones."""
+
+    kind: str = "latest"
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.count :]
+
+    @classmethod
+    def parse(cls, raw: object) -> VersionPolicy:
+        if raw is None or raw == "latest":
+            return cls()
+        if raw == "all":
+            return cls(kind="all")
+        if isinstance(raw, Mapping) and len(raw) == 1:
+            ((kind, value),) = raw.items()
+            if kind == "latest" and isinstance(value, int) and value >= 1:
+                return cls(kind="latest", count=value)
+            if kind == "specific" and isinstance(value, list) and all(isinstance(v, int) for v in value):
+                return cls(kind="specific", versions=tuple(value))
+        raise InvalidInput(
+            f"version_policy must be latest, all, {{latest: N}} or {{specific: [...]}}: {raw!r}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "all":
+            return {"all": {}}
+        if self.kind == "specific":
+            return {"specific": {"versions": list(self.versions)}}
+        return {"latest": {"num_versions": self.count}}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float = 0.0
+    max_queue_size: int = 1024
+    instances: int = 1
+    intra_op_threads: int | None = None
+    inter_op_threads: int = 1
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
+        known = {
+            "max_batch_size",
+            "max_queue_delay_ms",
+            "max_queue_size",
+            "instances",
+            "intra_op_threads",
+            "inter_op_threads",
+            "version_policy",
+        }
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidInput(f"{source}: unknown keys {unknown}; known keys are {sorted(known)}")
+        config = cls(
+            max_batch_size=_opt_int(raw, "max_batch_size", minimum=0, source=source),
+            max_queue_delay_ms=float(_number(raw, "max_queue_delay_ms", 0.0, source=source)),
+            max_queue_size=_int(raw, "max_queue_size", 1024, minimum=1, source=source),
+            instances=_int(raw, "instances", 1, minimum=1, source=source),
+            intra_op_threads=_opt_int(raw, "intra_op_threads", minimum=1, source=source),
+            inter_op_threads=_int(raw, "inter_op_threads", 1, minimum=1, source=source),
+            version_policy=VersionPolicy.parse(raw.get("version_policy")),
+        )
+        if config.max_queue_delay_ms < 0:
+            raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")
+        return config
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        if not path.is_file():
+            return cls()
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise InvalidInput(f"{path}: expected a mapping of settings")
+        return cls.from_mapping(raw, source=str(path))
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float, *, source: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{source}: {key} must be a number, got {value!r}")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, *, minimum: int, source: str) -> int:
+    value = _opt_int(raw, key, minimum=minimum, source=source)
+    return default if value is None else value
+
+
+def _opt_int(raw: Mapping[str, Any], key: str, *, minimum: int, source: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(f"{source}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value

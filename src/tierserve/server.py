@@ -1,0 +1,28 @@
+"""Running the app under uvicorn with the event loop and parser that keep per-request cost low."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from tierserve.api.app import create_app
+from tierserve.config import ServerSettings
+
+
+def run(settings: ServerSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
+        timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
+    )
+    uvicorn.Server(config).run()
