@@ -44,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 64 MiB)")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        dest="config_file",
+        help="server YAML: tiers [{name, target_ms, priority, miss_policy}], default_tier",
+    )
+    serve.add_argument(
+        "--scheduling",
+        choices=["tiers", "fifo"],
+        help="tiers: priority + deadlines (default); fifo: ignore tiers (a baseline)",
+    )
     serve.set_defaults(handler=_serve)
 
     examples = commands.add_parser(
@@ -68,6 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
+        config_file=args.config_file,
+        scheduling=args.scheduling,
     )
     if not settings.model_repository.is_dir():
         print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)

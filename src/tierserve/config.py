@@ -18,6 +18,8 @@ class ServerSettings:
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
     graceful_shutdown_s: int = 30
+    config_file: Path | None = None  # YAML: tiers, default_tier
+    scheduling: str = "tiers"  # "tiers" (priority + deadlines) or "fifo" (tiers ignored: a baseline)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -27,7 +29,9 @@ class ServerSettings:
         for f in fields(cls):
             raw = environ.get(_ENV_PREFIX + f.name.upper())
             if raw is not None:
-                values[f.name] = _coerce(f.name, raw, type(getattr(cls(), f.name)))
+                default = getattr(cls(), f.name)
+                kind = Path if default is None else type(default)  # the only optional settings are paths
+                values[f.name] = _coerce(f.name, raw, kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
 

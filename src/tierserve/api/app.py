@@ -7,7 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import yaml
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -22,6 +24,7 @@ from tierserve.engine.engine import Engine
 from tierserve.errors import InvalidInput, TierserveError
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
+from tierserve.scheduler.tiers import TierTable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,13 @@ class AppState:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = Metrics()
-    engine = Engine(ModelRepository(settings.model_repository), metrics)
+    engine = Engine(
+        ModelRepository(settings.model_repository),
+        metrics,
+        TierTable.from_config(_read_config(settings.config_file)),
+        honour_tiers=settings.scheduling == "tiers",
+    )
+    metrics.set_queue_source(engine.queue_snapshots)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +68,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(v2.router)
     _install_error_handlers(app)
     return app
+
+
+def _read_config(path: Path | None) -> object:
+    if path is None:
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
 
 
 def _install_error_handlers(app: FastAPI) -> None:

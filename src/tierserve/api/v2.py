@@ -144,6 +144,7 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
     runner = state.engine.runner(model_name, model_version)  # unknown model: 404 before reading the body
     body = await read_body(request, state.settings.max_body_bytes)
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    decoded.tier = request.headers.get("x-tier")
     try:
         response = await unless_disconnected(request, state.engine.infer(runner, decoded))
     except ClientDisconnected:

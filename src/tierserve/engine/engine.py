@@ -16,11 +16,13 @@ from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.runner import ModelRunner
 from tierserve.engine.validate import prepare
-from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.errors import InvalidInput, ModelNotFound, TierserveError, Unavailable
 from tierserve.observability.metrics import Metrics
 from tierserve.observability.stats import ModelStats
 from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from tierserve.repository.repository import ModelRepository
+from tierserve.scheduler.service_time import ServiceTimeEstimator
+from tierserve.scheduler.tiers import TierChoice, TierTable
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,18 @@ def available_cores() -> int:
 
 
 class Engine:
-    def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        tiers: TierTable | None = None,
+        *,
+        honour_tiers: bool = True,
+    ) -> None:
         self.repository = repository
         self.metrics = metrics
+        self.tiers = tiers or TierTable()
+        self.honour_tiers = honour_tiers
         self._models: dict[str, _Model] = {}
         self._states: dict[tuple[str, int], _Entry] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
@@ -139,7 +150,10 @@ class Engine:
                 f"max_batch_size {max_batch_size} needs a dynamic first dimension on every "
                 f"input and output of '{name}'"
             )
-        _warm_up(backends, max_batch_size)
+        if config.default_tier is not None:
+            self.tiers.get(config.default_tier)  # an unknown default tier fails the load, not each request
+        estimator = ServiceTimeEstimator()
+        _warm_up(backends, max_batch_size, config.warmup_shape, estimator)
         stats = self._stats.setdefault((name, version), ModelStats())
         return ModelRunner(
             name,
@@ -150,6 +164,8 @@ class Engine:
             max_queue_size=config.max_queue_size,
             stats=stats,
             metrics=self.metrics.for_model(name, version),
+            estimator=estimator,
+            honour_tiers=self.honour_tiers,
         )
 
     def _stop_runners(self, name: str, model: _Model, keep: set[int]) -> None:
@@ -213,14 +229,24 @@ class Engine:
 
     # -- serving -----------------------------------------------------------------------------
 
+    def choose_tier(self, model: str, request: InferRequest) -> TierChoice:
+        params = request.parameters
+        return self.tiers.resolve(
+            name=params.get("tier", request.tier),
+            priority=params.get("priority"),
+            timeout_us=params.get("timeout"),
+            default=self.config(model).default_tier,
+        )
+
     async def infer(self, runner: ModelRunner, request: InferRequest) -> InferResponse:
-        """Validate ``request`` against the runner's model, queue it, and await its outputs."""
+        """Validate ``request`` against the runner's model, queue it by tier, and await its outputs."""
         name = runner.name
         started = time.perf_counter_ns()
-        ok = False
+        choice = self.choose_tier(name, request)
+        outcome = "failed"
         try:
             prepared = prepare(runner.signature, runner.max_batch_size, request, name)
-            outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key)
+            outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
             response = InferResponse(
                 model_name=name,
                 model_version=str(runner.version),
@@ -230,29 +256,82 @@ class Engine:
                     for spec, binary in prepared.outputs
                 ],
             )
-            ok = True
+            outcome = "met" if time.perf_counter_ns() - started <= choice.budget_s * 1e9 else "missed"
             return response
+        except Unavailable:
+            outcome = "rejected"
+            raise
+        except InvalidInput:
+            outcome = "invalid"
+            raise
         finally:
-            elapsed = time.perf_counter_ns() - started
-            runner.stats.record_request(ok, elapsed)
-            if ok:
-                runner.metrics.success.inc()
-                runner.metrics.request_seconds.observe(elapsed / 1e9)
-            else:
-                runner.metrics.failure.inc()
+            self._record(runner, choice, outcome, time.perf_counter_ns() - started)
+
+    def _record(self, runner: ModelRunner, choice: TierChoice, outcome: str, elapsed_ns: int) -> None:
+        ok = outcome in ("met", "missed")
+        runner.stats.record_request(ok, elapsed_ns)
+        runner.stats.record_tier(choice.tier.name, outcome, elapsed_ns)
+        tier_metrics = self.metrics.for_tier(runner.name, runner.version, choice.tier.name)
+        tier_metrics.outcome(outcome).inc()
+        if ok:
+            runner.metrics.success.inc()
+            runner.metrics.request_seconds.observe(elapsed_ns / 1e9)
+            tier_metrics.latency.observe(elapsed_ns / 1e9)
+        elif outcome == "rejected":
+            runner.metrics.rejected.inc()
+        else:
+            runner.metrics.failure.inc()
+
+    def queue_snapshots(self) -> list[tuple[str, int, dict[str, int], float | None]]:
+        """Per loaded model version: queued requests per tier and the oldest one's age (seconds)."""
+        names = {t.priority: t.name for t in self.tiers.tiers}
+        rows = []
+        for runner in [r for m in list(self._models.values()) for r in m.runners.values()]:
+            depths, age = runner.queue_snapshot()
+            per_tier = {names.get(p, str(p)) if self.honour_tiers else "all": n for p, n in depths.items()}
+            rows.append((runner.name, runner.version, per_tier, age))
+        return rows
 
 
-def _warm_up(backends: list[Backend], max_batch_size: int) -> None:
-    """Run each backend once so that the first real request does not pay for lazy initialisation."""
-    for backend in backends:
-        feeds: dict[str, np.ndarray] = {}
-        for spec in backend.signature.inputs:
-            shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
-            if spec.datatype.kind == "bytes":
-                feeds[spec.name] = np.full(shape, b"", dtype=object)
-            else:
-                feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
-        try:
-            backend.run(feeds)
-        except Exception as exc:  # a model that cannot run on zeros still serves; say so
-            log.warning("warm-up of %s failed (%s); serving without it", backend.kind, exc)
+def _warm_up(
+    backends: list[Backend],
+    max_batch_size: int,
+    shapes: dict[str, tuple[int, ...]],
+    estimator: ServiceTimeEstimator,
+) -> None:
+    """Run every backend once (lazy initialisation), then seed ``estimator`` with a sweep of batch
+    sizes 1, 2, 4, ... max_batch_size on the first: the scheduler needs service times from the start."""
+    sizes = [1]
+    while sizes[-1] * 2 <= max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if max_batch_size > sizes[-1]:
+        sizes.append(max_batch_size)
+    try:
+        for backend in backends:
+            backend.run(_dummy_feeds(backend, 1, shapes, batching=max_batch_size > 0))
+        for rows in sizes:
+            feeds = _dummy_feeds(backends[0], rows, shapes, batching=max_batch_size > 0)
+            backends[0].run(dict(feeds))  # first run of a shape allocates; do not time it
+            for _ in range(2):
+                start = time.perf_counter()
+                backends[0].run(dict(feeds))
+                estimator.observe(rows, time.perf_counter() - start)
+    except Exception as exc:  # a model that cannot run on zeros still serves; it learns online instead
+        log.warning("warm-up of %s failed (%s); service times will be learnt online", backends[0].kind, exc)
+
+
+def _dummy_feeds(
+    backend: Backend, rows: int, shapes: dict[str, tuple[int, ...]], *, batching: bool
+) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for spec in backend.signature.inputs:
+        dims = spec.shape[1:] if batching else spec.shape
+        given = iter(shapes.get(spec.name, ()))
+        shape = tuple(next(given, 1) if dim == -1 else dim for dim in dims)
+        if batching:
+            shape = (rows, *shape)
+        if spec.datatype.kind == "bytes":
+            feeds[spec.name] = np.full(shape, b"", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
+    return feeds

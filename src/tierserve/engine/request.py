@@ -30,6 +30,7 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None  # None: every output of the model
     parameters: dict[str, Any] = field(default_factory=dict)
     binary_output: bool = False  # the default for outputs that do not say
+    tier: str | None = None  # from the X-Tier header; the ``tier`` parameter wins over it
 
 
 @dataclass

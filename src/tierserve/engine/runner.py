@@ -1,16 +1,18 @@
-"""One model version in service: a bounded batch queue drained by replica threads.
+"""One model version in service: a bounded priority queue drained by replica threads.
 
 The event loop submits work and awaits a future; replica threads take batches from the queue under
 a condition variable, run them on their backend (ONNX Runtime releases the GIL), and hand results
 back to the loop with one ``call_soon_threadsafe`` per batch. Every future is resolved exactly once:
 results are set only on futures that are not done (a cancelled caller is skipped), and a failure of
-the whole batch fails every future in it.
+the whole batch fails every future in it. Requests that the policy drops (deadline no longer
+reachable) or evicts (queue full of lower-priority work) are answered 503 the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -22,7 +24,9 @@ from tierserve.backends.base import Backend
 from tierserve.errors import InferenceFailed, TierserveError, Unavailable
 from tierserve.observability.metrics import ModelMetrics
 from tierserve.observability.stats import ModelStats
-from tierserve.scheduler.batching import Batch, BatchQueue, Pending, QueueFull
+from tierserve.scheduler.batching import BatchQueue, Pending, QueueFull
+from tierserve.scheduler.service_time import ServiceTimeEstimator
+from tierserve.scheduler.tiers import Tier, TierChoice
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class Work:
     future: asyncio.Future[Outputs]
     loop: asyncio.AbstractEventLoop
     enqueued_ns: int
+    tier: Tier
 
 
 class ModelRunner:
@@ -49,6 +54,8 @@ class ModelRunner:
         max_queue_size: int,
         stats: ModelStats,
         metrics: ModelMetrics,
+        estimator: ServiceTimeEstimator | None = None,
+        honour_tiers: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -60,15 +67,20 @@ class ModelRunner:
         self.max_batch_size = max_batch_size
         self.stats = stats
         self.metrics = metrics
+        self.honour_tiers = honour_tiers
         self._clock = clock
-        self._queue: BatchQueue[Work] = BatchQueue(max_batch_size, max_queue_delay_s, max_queue_size)
+        self._queue: BatchQueue[Work] = BatchQueue(
+            max_batch_size, max_queue_delay_s, max_queue_size, estimator=estimator
+        )
+        self.estimator = self._queue.estimator
+        self._busy_until = [-math.inf] * len(self.backends)
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [
             threading.Thread(
-                target=self._replica_loop, args=(backend,), name=f"{name}-v{version}-r{i}", daemon=True
+                target=self._replica_loop, args=(i,), name=f"{name}-v{version}-r{i}", daemon=True
             )
-            for i, backend in enumerate(self.backends)
+            for i in range(len(self.backends))
         ]
         for thread in self._threads:
             thread.start()
@@ -77,19 +89,45 @@ class ModelRunner:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def submit(self, feeds: dict[str, np.ndarray], rows: int, batch_key: Hashable) -> asyncio.Future[Outputs]:
-        """Queue one request; the returned future resolves to its outputs. Raises Unavailable when full."""
-        loop = asyncio.get_running_loop()
-        work = Work(feeds, loop.create_future(), loop, time.perf_counter_ns())
-        item = Pending(payload=work, rows=rows, batch_key=batch_key, arrival=self._clock())
+    def queue_snapshot(self) -> tuple[dict[int, int], float | None]:
+        """Depth per priority and the age in seconds of the oldest queued request."""
         with self._cond:
+            oldest = self._queue.oldest_arrival()
+            return self._queue.depth_by_priority(), None if oldest is None else self._clock() - oldest
+
+    def submit(
+        self, feeds: dict[str, np.ndarray], rows: int, batch_key: Hashable, choice: TierChoice
+    ) -> asyncio.Future[Outputs]:
+        """Queue one request; the future resolves to its outputs. Raises Unavailable when it cannot
+        be admitted (queue full, or its tier rejects late work and it is predicted to be late)."""
+        loop = asyncio.get_running_loop()
+        tier = choice.tier
+        work = Work(feeds, loop.create_future(), loop, time.perf_counter_ns(), tier)
+        with self._cond:
+            now = self._clock()
+            item = Pending(payload=work, rows=rows, batch_key=batch_key, arrival=now)
+            if self.honour_tiers:
+                item.priority, item.deadline, item.reject_late = (
+                    tier.priority,
+                    now + choice.budget_s,
+                    tier.rejects_late,
+                )
             if self._stopping:
                 raise Unavailable(f"model '{self.name}' version {self.version} is unloading")
+            if item.reject_late:
+                self._admit(item, now, choice)
             try:
-                self._queue.push(item)
+                evicted = self._queue.push(item, now)
             except QueueFull as exc:
-                self.metrics.rejected.inc()
                 raise Unavailable(f"model '{self.name}' is overloaded: {exc}", retry_after_s=1.0) from None
+            if evicted is not None:
+                _fail(
+                    evicted.payload,
+                    Unavailable(
+                        f"evicted from the full queue of '{self.name}' by "
+                        f"higher-priority work (tier {evicted.payload.tier.name})"
+                    ),
+                )
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify()
         work.future.add_done_callback(lambda fut: self._withdraw(item) if fut.cancelled() else None)
@@ -105,36 +143,65 @@ class ModelRunner:
         for backend in self.backends:
             backend.close()
 
-    # -- replica threads ---------------------------------------------------------------------
+    # -- internals -----------------------------------------------------------------------------
+
+    def _admit(self, item: Pending[Work], now: float, choice: TierChoice) -> None:
+        finish = self._queue.predict_finish(item, now, self._busy_until)
+        if finish > item.deadline:
+            delay_ms = (finish - now) * 1000
+            raise Unavailable(
+                f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
+                f"deadline: predicted completion in {delay_ms:.0f} ms (model '{self.name}')",
+                retry_after_s=finish - now,
+            )
 
     def _withdraw(self, item: Pending[Work]) -> None:
         with self._cond:
             if self._queue.cancel(item):
                 self.metrics.queue_depth.set(len(self._queue))
 
-    def _next_batch(self) -> Batch[Work] | None:
-        with self._cond:
-            while True:
-                decision = self._queue.next_batch(self._clock())
-                if isinstance(decision, Batch):
-                    self.metrics.queue_depth.set(len(self._queue))
-                    return decision
-                if decision is None and self._stopping:
-                    return None
-                timeout = None if decision is None else max(0.0, decision - self._clock())
-                self._cond.wait(timeout)
+    def _replica_loop(self, replica: int) -> None:
+        backend = self.backends[replica]
+        while True:
+            with self._cond:
+                while True:
+                    now = self._clock()
+                    step = self._queue.next_batch(now)
+                    for dropped in step.dropped:
+                        late_ms = (now + self.estimator.predict(dropped.rows) - dropped.deadline) * 1000
+                        _fail(
+                            dropped.payload,
+                            Unavailable(
+                                f"tier '{dropped.payload.tier.name}' request dropped from the queue of "
+                                f"'{self.name}': it would finish {late_ms:.0f} ms past its deadline"
+                            ),
+                        )
+                    if step.batch is not None:
+                        batch = step.batch
+                        self._busy_until[replica] = now + self.estimator.predict(batch.rows)
+                        self.metrics.queue_depth.set(len(self._queue))
+                        break
+                    if self._stopping and len(self._queue) == 0:
+                        return
+                    timeout = None if step.wake_at is None else max(0.0, step.wake_at - now)
+                    self._cond.wait(timeout)
+            seconds = self._run(
+                backend, [item.payload for item in batch.items], [i.rows for i in batch.items]
+            )
+            with self._cond:
+                self._busy_until[replica] = -math.inf
+                if seconds is not None:
+                    self.estimator.observe(batch.rows, seconds)
 
-    def _replica_loop(self, backend: Backend) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._run(backend, [item.payload for item in batch.items], [item.rows for item in batch.items])
-
-    def _run(self, backend: Backend, works: list[Work], rows: list[int]) -> None:
+    def _run(self, backend: Backend, works: list[Work], rows: list[int]) -> float | None:
+        """Run one batch and resolve its futures; return the backend's run time in seconds."""
         start = time.perf_counter_ns()
         for work in works:
             wait_ns = start - work.enqueued_ns
             self.stats.record_queue(wait_ns)
             self.metrics.queue_seconds.observe(wait_ns / 1e9)
         results: list[Outputs] | BaseException
+        seconds = None
         try:
             feeds = _concatenate([work.feeds for work in works]) if len(works) > 1 else works[0].feeds
             inferred = time.perf_counter_ns()
@@ -143,7 +210,8 @@ class ModelRunner:
             results = _split(outputs, rows) if len(works) > 1 else [outputs]
             done = time.perf_counter_ns()
             self.stats.record_batch(sum(rows), len(works), inferred - start, ran - inferred, done - ran)
-            self.metrics.inference_seconds.observe((ran - inferred) / 1e9)
+            seconds = (ran - inferred) / 1e9
+            self.metrics.inference_seconds.observe(seconds)
             self.metrics.batch_size.observe(sum(rows))
         except TierserveError as exc:
             results = exc
@@ -151,6 +219,11 @@ class ModelRunner:
             log.exception("batch of %d request(s) failed on %s v%d", len(works), self.name, self.version)
             results = InferenceFailed(f"inference failed for model '{self.name}': {exc}")
         works[0].loop.call_soon_threadsafe(_resolve, works, results)
+        return seconds
+
+
+def _fail(work: Work, error: BaseException) -> None:
+    work.loop.call_soon_threadsafe(_resolve, [work], error)
 
 
 def _resolve(works: list[Work], results: list[Outputs] | BaseException) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -30,6 +33,46 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TIER_OUTCOMES = ("met", "missed", "rejected", "failed", "invalid")
+
+
+@dataclass(frozen=True)
+class TierMetrics:
+    met: Counter
+    missed: Counter
+    rejected: Counter
+    failed: Counter
+    invalid: Counter
+    latency: Histogram
+
+    def outcome(self, name: str) -> Counter:
+        counter: Counter = getattr(self, name)
+        return counter
+
+
+QueueSource = Callable[[], Iterable[tuple[str, int, dict[str, int], float | None]]]
+
+
+class _QueueCollector(Collector):
+    """Reads queue depth per tier and the oldest request's age from the engine at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: QueueSource | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        depth = GaugeMetricFamily(
+            "tierserve_tier_queue_depth", "Requests waiting, per tier.", labels=["model", "version", "tier"]
+        )
+        age = GaugeMetricFamily(
+            "tierserve_queue_oldest_age_seconds",
+            "Age of the oldest queued request (0 when the queue is empty).",
+            labels=["model", "version"],
+        )
+        for model, version, per_tier, oldest in self.source() if self.source else ():
+            for tier, n in per_tier.items():
+                depth.add_metric([model, str(version), tier], n)
+            age.add_metric([model, str(version)], oldest or 0.0)
+        return [depth, age]
 
 
 @dataclass(frozen=True)
@@ -87,6 +130,35 @@ class Metrics:
         self.queue_depth = Gauge(
             "tierserve_queue_depth", "Requests waiting in the queue.", labels, registry=self.registry
         )
+        self.tier_requests = Counter(
+            "tierserve_tier_requests",
+            "Requests per SLA tier by outcome: met or missed its target, rejected (503/429), failed, "
+            "invalid. Goodput is the rate of met.",
+            ["model", "tier", "outcome"],
+            registry=self.registry,
+        )
+        self.tier_seconds = Histogram(
+            "tierserve_tier_request_duration_seconds",
+            "Latency of served requests per SLA tier.",
+            ["model", "tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._tiers: dict[tuple[str, str], TierMetrics] = {}
+        self._queues = _QueueCollector()
+        self.registry.register(self._queues)
+
+    def set_queue_source(self, source: QueueSource) -> None:
+        self._queues.source = source
+
+    def for_tier(self, model: str, version: int, tier: str) -> TierMetrics:
+        key = (model, tier)
+        found = self._tiers.get(key)
+        if found is None:
+            outcomes = {o: self.tier_requests.labels(model, tier, o) for o in TIER_OUTCOMES}
+            found = TierMetrics(**outcomes, latency=self.tier_seconds.labels(model, tier))
+            self._tiers[key] = found
+        return found
 
     def for_model(self, name: str, version: int) -> ModelMetrics:
         v = str(version)

@@ -43,6 +43,7 @@ class ModelStats:
         self.compute_infer = _Duration()
         self.compute_output = _Duration()
         self._batches: dict[int, _BatchStats] = {}
+        self._tiers: dict[str, dict[str, _Duration]] = {}
 
     def record_batch(self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         with self._lock:
@@ -65,6 +66,10 @@ class ModelStats:
     def record_request(self, ok: bool, ns: int) -> None:
         with self._lock:
             (self.success if ok else self.fail).add(ns)
+
+    def record_tier(self, tier: str, outcome: str, ns: int) -> None:
+        with self._lock:
+            self._tiers.setdefault(tier, {}).setdefault(outcome, _Duration()).add(ns)
 
     def as_triton(self, name: str, version: int) -> dict[str, Any]:
         with self._lock:
@@ -93,4 +98,9 @@ class ModelStats:
                     }
                     for size, stats in sorted(self._batches.items())
                 ],
+                # tierserve's addition: outcome counts and total latency per SLA tier.
+                "tier_stats": {
+                    tier: {outcome: d.as_dict() for outcome, d in sorted(outcomes.items())}
+                    for tier, outcomes in sorted(self._tiers.items())
+                },
             }

@@ -9,6 +9,9 @@ Every key is optional::
     intra_op_threads: 1       # omitted: the cores this process may use, shared among instances
     inter_op_threads: 1
     version_policy: latest    # or {latest: 2}, all, {specific: [1, 3]}
+    default_tier: bronze      # tier of requests that name none (default: the server's default tier)
+    warmup_shape:             # non-batch dims of dynamic inputs for the warm-up sweep (default 1)
+      input_ids: [32]
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class ModelConfig:
     intra_op_threads: int | None = None
     inter_op_threads: int = 1
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    default_tier: str | None = None
+    warmup_shape: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
@@ -85,6 +90,8 @@ class ModelConfig:
             "intra_op_threads",
             "inter_op_threads",
             "version_policy",
+            "default_tier",
+            "warmup_shape",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -97,6 +104,8 @@ class ModelConfig:
             intra_op_threads=_opt_int(raw, "intra_op_threads", minimum=1, source=source),
             inter_op_threads=_int(raw, "inter_op_threads", 1, minimum=1, source=source),
             version_policy=VersionPolicy.parse(raw.get("version_policy")),
+            default_tier=_opt_str(raw, "default_tier", source=source),
+            warmup_shape=_shapes(raw, "warmup_shape", source=source),
         )
         if config.max_queue_delay_ms < 0:
             raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")
@@ -134,3 +143,21 @@ def _opt_int(raw: Mapping[str, Any], key: str, *, minimum: int, source: str) -> 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInput(f"{source}: {key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _opt_str(raw: Mapping[str, Any], key: str, *, source: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _shapes(raw: Mapping[str, Any], key: str, *, source: str) -> dict[str, tuple[int, ...]]:
+    value = raw.get(key) or {}
+    ok = isinstance(value, Mapping) and all(
+        isinstance(dims, list) and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+        for dims in value.values()
+    )
+    if not ok:
+        raise InvalidInput(f"{source}: {key} must map input names to lists of positive integers")
+    return {str(name): tuple(dims) for name, dims in value.items()}

@@ -1,19 +1,35 @@
-"""Batch formation over a bounded priority queue.
+"""Priority + earliest-deadline-first queue that forms deadline-feasible batches.
 
-Items are ordered by ``(priority, deadline, arrival order)``: lower priority values run first, then
-earliest deadline, then first come. A batch starts from the head and takes the following items
-that share the head's ``batch_key`` (same non-batch shapes) while the rows fit ``max_batch_size``.
+Ordering: a request's ``priority`` (lower first), then its ``deadline`` (earliest first), then
+arrival. A batch starts from the head and takes the following requests that share its
+``batch_key`` (same non-batch shapes) while:
 
-The queue never makes a lone request wait for company: with one request queued, or with
-``max_queue_delay_s == 0``, a batch is formed from whatever is queued right now. Only when several
-requests wait and the batch is not full does it hold the head for up to ``max_queue_delay_s``.
+* the rows fit ``max_batch_size``;
+* the predicted service time of the larger batch still lets every deadline-bound member
+  (``reject_late``) finish in time;
+* the batch stays under the *guard*: while a tier with a deadline has sent work in the last
+  ``activity_window_s``, a batch may take at most ``guard_fraction`` of that tier's budget, because
+  a request of that tier arriving just after the batch starts must wait for it to end.
+
+A request that can no longer make its deadline (``now`` + its predicted service time is past it)
+and whose tier rejects late work is dropped, never run late: ``Step.dropped`` hands it back to be
+answered. Best-effort work is only ordered by its deadline, never dropped.
+
+No starvation: when lower-priority work has waited ``aging_s``, one batch every ``aging_s`` is
+started from the oldest such request, whatever waits above it. Lower tiers thus get a minimum
+share of one (guard-limited) batch per ``aging_s`` under sustained overload, and everything
+gold and silver leave otherwise.
+
+A lone request never waits for company: with one request queued, or ``max_queue_delay_s == 0``,
+a batch is formed from what is queued now. Only when several wait and the batch is not full is
+the head held for up to ``max_queue_delay_s``.
 
 Example::
 
     q = BatchQueue(max_batch_size=8, max_queue_delay_s=0.0, capacity=100)
-    q.push(Pending(payload="a", rows=1, batch_key=(16,), arrival=0.0))
-    q.push(Pending(payload="b", rows=1, batch_key=(16,), arrival=0.0))
-    batch = q.next_batch(now=0.0)   # Batch with both items, rows == 2
+    q.push(Pending(payload="a", rows=1, batch_key=(16,), arrival=0.0), now=0.0)
+    q.push(Pending(payload="b", rows=1, batch_key=(16,), arrival=0.0), now=0.0)
+    q.next_batch(now=0.0).batch          # both items, rows == 2
 """
 
 from __future__ import annotations
@@ -21,15 +37,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from tierserve.scheduler.service_time import ServiceTimeEstimator
 
 T = TypeVar("T")
 
 
 class QueueFull(Exception):
-    """The queue is at its bound; the caller must reject the request."""
+    """The queue is at its bound and holds nothing of lower priority to make room."""
 
 
 @dataclass(eq=False)
@@ -42,11 +60,9 @@ class Pending(Generic[T]):
     arrival: float
     priority: int = 0
     deadline: float = math.inf
+    reject_late: bool = False  # drop (to be answered 503) rather than run past the deadline
     seq: int = field(default=-1, init=False)
     cancelled: bool = field(default=False, init=False)
-
-    def sort_key(self) -> tuple[int, float, int]:
-        return (self.priority, self.deadline, self.seq)
 
 
 @dataclass(frozen=True)
@@ -58,18 +74,51 @@ class Batch(Generic[T]):
         return sum(item.rows for item in self.items)
 
 
-class BatchQueue(Generic[T]):
-    """Bounded priority queue that hands out batches; see the module docstring."""
+@dataclass
+class Step(Generic[T]):
+    """What a replica should do now: run ``batch``, answer ``dropped``; else ask again at ``wake_at``."""
 
-    def __init__(self, max_batch_size: int, max_queue_delay_s: float, capacity: int) -> None:
+    batch: Batch[T] | None = None
+    dropped: list[Pending[T]] = field(default_factory=list)
+    wake_at: float | None = None
+
+
+@dataclass
+class _Level(Generic[T]):
+    heap: list[tuple[float, int, Pending[T]]] = field(default_factory=list)
+    live: int = 0
+    rows: int = 0
+    last_arrival: float = -math.inf
+    budget_s: float = math.inf  # tightest deadline budget seen recently (reject_late work only)
+
+
+class BatchQueue(Generic[T]):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        capacity: int,
+        *,
+        estimator: ServiceTimeEstimator | None = None,
+        guard_fraction: float = 0.4,
+        activity_window_s: float = 2.0,
+        aging_s: float = 1.0,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.capacity = capacity
-        self._heap: list[tuple[tuple[int, float, int], Pending[T]]] = []
+        self.estimator = estimator or ServiceTimeEstimator()
+        self.guard_fraction = guard_fraction
+        self.activity_window_s = activity_window_s
+        self.aging_s = aging_s
+        self._levels: dict[int, _Level[T]] = {}
         self._live = 0
         self._seq = itertools.count()
+        self._last_aged_batch = -math.inf
 
     def __len__(self) -> int:
         return self._live
@@ -78,75 +127,192 @@ class BatchQueue(Generic[T]):
     def batching(self) -> bool:
         return self.max_batch_size > 0
 
-    def push(self, item: Pending[T]) -> None:
-        if self._live >= self.capacity:
-            raise QueueFull(f"queue is full ({self.capacity} requests)")
+    # -- queueing ------------------------------------------------------------------------------
+
+    def push(self, item: Pending[T], now: float) -> Pending[T] | None:
+        """Queue ``item``. When full, evict the newest request of the lowest priority below it and
+        return it (to be answered); raise QueueFull if there is none."""
         if self.batching and item.rows > self.max_batch_size:
             raise ValueError(f"{item.rows} rows exceed max_batch_size {self.max_batch_size}")
+        evicted = None
+        if self._live >= self.capacity:
+            evicted = self._evict_below(item.priority)
+            if evicted is None:
+                raise QueueFull(f"queue is full ({self.capacity} requests)")
         item.seq = next(self._seq)
-        heapq.heappush(self._heap, (item.sort_key(), item))
-        self._live += 1
+        level = self._levels.setdefault(item.priority, _Level())
+        heapq.heappush(level.heap, (item.deadline, item.seq, item))
+        self._count(level, item, +1)
+        if item.reject_late:
+            budget = item.deadline - item.arrival
+            recent = now - level.last_arrival <= self.activity_window_s
+            level.budget_s = min(level.budget_s, budget) if recent else budget
+        level.last_arrival = max(level.last_arrival, item.arrival)
+        return evicted
 
     def cancel(self, item: Pending[T]) -> bool:
         """Withdraw a queued item; False if it already left the queue (or was cancelled)."""
-        if item.cancelled or item.seq < 0 or not self._contains(item):
+        level = self._levels.get(item.priority)
+        if item.cancelled or level is None or not any(queued is item for *_, queued in level.heap):
             return False
         item.cancelled = True
-        self._live -= 1
+        self._count(level, item, -1)
         return True
 
     def oldest_arrival(self) -> float | None:
-        arrivals = [item.arrival for _, item in self._heap if not item.cancelled]
+        arrivals = [i.arrival for level in self._levels.values() for *_, i in level.heap if not i.cancelled]
         return min(arrivals) if arrivals else None
 
-    def next_batch(self, now: float) -> Batch[T] | float | None:
-        """A batch to run now, the time to ask again (holding for company), or None when empty."""
-        head = self._pop_live()
-        if head is None:
-            return None
+    def depth_by_priority(self) -> dict[int, int]:
+        return {priority: level.live for priority, level in sorted(self._levels.items())}
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def batch_rows_cap(self, now: float) -> int:
+        """The most rows a batch may take now (max_batch_size, limited by the guard)."""
         if not self.batching:
-            return Batch([head])
-        items, skipped = self._collect_compatible(head)
+            return 1
+        guard = self._guard_s(now)
+        if guard is None or not self.estimator.known:
+            return self.max_batch_size
+        return self.estimator.max_rows_within(guard, self.max_batch_size)
+
+    def predict_finish(self, item: Pending[T], now: float, replicas_free_at: Sequence[float]) -> float:
+        """When ``item`` would finish if queued now: the work of its priority or higher ahead of
+        it, in guard-sized batches on the replicas as they free up, then its own batch."""
+        if not self.estimator.known:
+            return now
+        ahead = sum(level.rows for p, level in self._levels.items() if p <= item.priority)
+        if not self.batching:
+            ahead = sum(level.live for p, level in self._levels.items() if p <= item.priority)
+        cap = self.batch_rows_cap(now)
+        free = sorted(max(now, t) for t in replicas_free_at) or [now]
+        remaining = ahead + item.rows
+        finish = now
+        while remaining > 0:
+            take = min(cap, remaining)
+            finish = heapq.heappop(free) + self.estimator.predict(take)
+            heapq.heappush(free, finish)
+            remaining -= take
+        return finish
+
+    # -- batch formation -----------------------------------------------------------------------
+
+    def next_batch(self, now: float) -> Step[T]:
+        step: Step[T] = Step(dropped=self._drop_infeasible(now))
+        head = self._take_head(now)
+        if head is None:
+            return step
+        if not self.batching:
+            step.batch = Batch([head])
+            return step
+        items, skipped = self._collect(head, now)
         rows = sum(item.rows for item in items)
-        others_waiting = self._live > 0
         release_at = head.arrival + self.max_queue_delay_s
-        if rows >= self.max_batch_size or not (others_waiting or len(items) > 1) or now >= release_at:
+        alone = len(items) == 1 and not skipped and self._live == 0
+        if rows >= self.batch_rows_cap(now) or alone or now >= release_at:
             self._restore(skipped)
-            return Batch(items)
-        self._restore(items + skipped)
-        return release_at
+            step.batch = Batch(items)
+        else:
+            self._restore(items + skipped)
+            step.wake_at = release_at
+        return step
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- internals -----------------------------------------------------------------------------
 
-    def _contains(self, item: Pending[T]) -> bool:
-        return any(queued is item for _, queued in self._heap)
+    def _count(self, level: _Level[T], item: Pending[T], sign: int) -> None:
+        level.live += sign
+        level.rows += sign * item.rows
+        self._live += sign
 
-    def _pop_live(self) -> Pending[T] | None:
-        while self._heap:
-            _, item = heapq.heappop(self._heap)
+    def _guard_s(self, now: float) -> float | None:
+        active = [
+            level.budget_s
+            for level in self._levels.values()
+            if now - level.last_arrival <= self.activity_window_s and math.isfinite(level.budget_s)
+        ]
+        return self.guard_fraction * min(active) if active else None
+
+    def _feasible(self, item: Pending[T], rows: int, now: float) -> bool:
+        return not item.reject_late or now + self.estimator.predict(rows) <= item.deadline
+
+    def _drop_infeasible(self, now: float) -> list[Pending[T]]:
+        dropped: list[Pending[T]] = []
+        for level in self._levels.values():
+            while level.heap:
+                item = level.heap[0][2]
+                if item.cancelled:
+                    heapq.heappop(level.heap)
+                elif not self._feasible(item, item.rows, now):
+                    heapq.heappop(level.heap)
+                    self._count(level, item, -1)
+                    dropped.append(item)
+                else:
+                    break
+        return dropped
+
+    def _pop(self, level: _Level[T]) -> Pending[T] | None:
+        while level.heap:
+            item = heapq.heappop(level.heap)[2]
             if not item.cancelled:
-                self._live -= 1
+                self._count(level, item, -1)
                 return item
         return None
 
-    def _collect_compatible(self, head: Pending[T]) -> tuple[list[Pending[T]], list[Pending[T]]]:
+    def _levels_in_order(self) -> list[_Level[T]]:
+        return [level for _, level in sorted(self._levels.items()) if level.live]
+
+    def _take_head(self, now: float) -> Pending[T] | None:
+        levels = self._levels_in_order()
+        if not levels:
+            return None
+        if len(levels) > 1 and now - self._last_aged_batch >= self.aging_s:
+            starved = [lv for lv in levels[1:] if now - self._peek(lv).arrival >= self.aging_s]
+            if starved:
+                self._last_aged_batch = now
+                return self._pop(min(starved, key=lambda lv: self._peek(lv).arrival))
+        return self._pop(levels[0])
+
+    @staticmethod
+    def _peek(level: _Level[T]) -> Pending[T]:
+        while level.heap[0][2].cancelled:
+            heapq.heappop(level.heap)
+        return level.heap[0][2]
+
+    def _collect(self, head: Pending[T], now: float) -> tuple[list[Pending[T]], list[Pending[T]]]:
         """Pop, in order, the items that join ``head``'s batch; return them and the ones passed over."""
         items: list[Pending[T]] = [head]
         skipped: list[Pending[T]] = []
-        rows = head.rows
+        rows, cap = head.rows, self.batch_rows_cap(now)
+        batch_deadline = head.deadline if head.reject_late else math.inf
         # Bound the scan so that a queue full of incompatible shapes costs O(batch), not O(queue).
-        while rows < self.max_batch_size and len(skipped) < 4 * self.max_batch_size:
-            item = self._pop_live()
-            if item is None:
-                break
-            if item.batch_key == head.batch_key and rows + item.rows <= self.max_batch_size:
-                items.append(item)
-                rows += item.rows
-            else:
-                skipped.append(item)
+        for level in self._levels_in_order():
+            while rows < cap and len(skipped) < 4 * self.max_batch_size:
+                item = self._pop(level)
+                if item is None:
+                    break
+                grown = rows + item.rows
+                deadline = min(batch_deadline, item.deadline if item.reject_late else math.inf)
+                fits = item.batch_key == head.batch_key and grown <= cap
+                if fits and now + self.estimator.predict(grown) <= deadline:
+                    items.append(item)
+                    rows, batch_deadline = grown, deadline
+                else:
+                    skipped.append(item)
         return items, skipped
 
     def _restore(self, items: list[Pending[T]]) -> None:
         for item in items:
-            heapq.heappush(self._heap, (item.sort_key(), item))
-            self._live += 1
+            level = self._levels[item.priority]
+            heapq.heappush(level.heap, (item.deadline, item.seq, item))
+            self._count(level, item, +1)
+
+    def _evict_below(self, priority: int) -> Pending[T] | None:
+        lower = [p for p, level in self._levels.items() if p > priority and level.live]
+        if not lower:
+            return None
+        level = self._levels[max(lower)]
+        victim = max((i for *_, i in level.heap if not i.cancelled), key=lambda i: i.seq)
+        victim.cancelled = True
+        self._count(level, victim, -1)
+        return victim

@@ -1,0 +1,77 @@
+"""Online estimate of a replica's service time as a function of batch rows.
+
+Each observed batch updates an exponentially weighted mean and mean absolute deviation for its
+row count (the TCP retransmission-timer estimator). Predictions for row counts never observed are
+interpolated linearly between the nearest observed ones, and extrapolated from the per-row cost of
+the largest. ``predict`` returns mean + ``margin`` deviations: the scheduler plans with a pessimistic
+figure so that what it admits finishes in time at the tail, not just on average.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class _Point:
+    mean: float
+    dev: float
+
+
+class ServiceTimeEstimator:
+    def __init__(self, *, alpha: float = 0.125, beta: float = 0.25, margin: float = 2.0) -> None:
+        self.alpha = alpha
+        self.beta = beta
+        self.margin = margin
+        self._points: dict[int, _Point] = {}
+        self._sizes: list[int] = []
+
+    @property
+    def known(self) -> bool:
+        return bool(self._points)
+
+    def observe(self, rows: int, seconds: float) -> None:
+        point = self._points.get(rows)
+        if point is None:
+            self._points[rows] = _Point(seconds, seconds / 4)
+            bisect.insort(self._sizes, rows)
+            return
+        point.dev += self.beta * (abs(seconds - point.mean) - point.dev)
+        point.mean += self.alpha * (seconds - point.mean)
+
+    def mean(self, rows: int) -> float:
+        return self._interpolate(rows, lambda p: p.mean)
+
+    def predict(self, rows: int) -> float:
+        """Pessimistic service time for a batch of ``rows`` (0.0 while nothing has been observed)."""
+        return self._interpolate(rows, lambda p: p.mean + self.margin * p.dev)
+
+    def max_rows_within(self, seconds: float, limit: int) -> int:
+        """Largest row count in 1..limit predicted to finish within ``seconds`` (at least 1)."""
+        best = 1
+        for rows in range(2, limit + 1):
+            if self.predict(rows) > seconds:
+                break
+            best = rows
+        return best
+
+    def snapshot(self) -> dict[int, tuple[float, float]]:
+        return {rows: (p.mean, p.dev) for rows, p in sorted(self._points.items())}
+
+    def _interpolate(self, rows: int, value: Callable[[_Point], float]) -> float:
+        if not self._sizes:
+            return 0.0
+        if rows in self._points:
+            return value(self._points[rows])
+        i = bisect.bisect_left(self._sizes, rows)
+        if i == 0:
+            # Smaller than anything seen: no cheaper than the smallest batch seen.
+            return value(self._points[self._sizes[0]])
+        if i == len(self._sizes):
+            largest = self._sizes[-1]
+            return value(self._points[largest]) * rows / largest
+        lo, hi = self._sizes[i - 1], self._sizes[i]
+        v_lo, v_hi = value(self._points[lo]), value(self._points[hi])
+        return v_lo + (v_hi - v_lo) * (rows - lo) / (hi - lo)

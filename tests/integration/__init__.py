@@ -1,0 +1,1 @@
+"""Black-box tests that start real ``tierserve`` processes and talk HTTP to them."""

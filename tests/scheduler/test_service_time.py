@@ -1,0 +1,36 @@
+import pytest
+
+from tierserve.scheduler.service_time import ServiceTimeEstimator
+
+
+def test_unknown_estimator_predicts_nothing() -> None:
+    est = ServiceTimeEstimator()
+    assert not est.known and est.predict(4) == 0.0
+
+
+def test_interpolates_between_observed_sizes_and_extrapolates_per_row() -> None:
+    est = ServiceTimeEstimator(margin=0.0)
+    est.observe(1, 0.010)
+    est.observe(4, 0.025)
+    assert est.predict(2) == pytest.approx(0.015)
+    assert est.predict(8) == pytest.approx(0.050)
+    assert est.predict(1) == pytest.approx(0.010)
+
+
+def test_moves_towards_new_observations_and_tracks_spread() -> None:
+    est = ServiceTimeEstimator(alpha=0.5, beta=0.5, margin=2.0)
+    est.observe(1, 0.010)  # mean 10 ms, deviation seeded at a quarter
+    est.observe(1, 0.020)
+    mean, dev = est.snapshot()[1]
+    assert mean == pytest.approx(0.015)
+    assert dev == pytest.approx(0.5 * 0.0025 + 0.5 * 0.010)
+    assert est.predict(1) == pytest.approx(mean + 2 * dev)
+
+
+def test_max_rows_within_a_time_budget() -> None:
+    est = ServiceTimeEstimator(margin=0.0)
+    est.observe(1, 0.010)
+    est.observe(8, 0.045)
+    assert est.max_rows_within(0.025, limit=32) == 4
+    assert est.max_rows_within(0.001, limit=32) == 1
+    assert est.max_rows_within(1.0, limit=8) == 8
