@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -25,4 +26,8 @@ def run(settings: ServerSettings) -> None:
         # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
     )
+    # uvicorn restores the handlers it found and re-raises the signal after its graceful shutdown;
+    # finding no-op handlers makes that a normal return, so a clean stop exits 0 without a traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
     uvicorn.Server(config).run()

@@ -29,7 +29,12 @@ def test_binary_input_is_read_in_input_order() -> None:
     header = {
         "inputs": [
             {"name": "a", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
-            {"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(strings)}},
+            {
+                "name": "s",
+                "shape": [2],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(strings)},
+            },
         ]
     }
     body, length = binary_body(header, a.tobytes() + strings)
@@ -49,7 +54,9 @@ def test_binary_input_is_read_in_input_order() -> None:
         ([1, 2, 3], "INT32", "values for shape"),
     ],
 )
-def test_json_data_that_does_not_fit_the_datatype_is_rejected(data: object, datatype: str, message: str) -> None:
+def test_json_data_that_does_not_fit_the_datatype_is_rejected(
+    data: object, datatype: str, message: str
+) -> None:
     body = orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]})
     with pytest.raises(InvalidInput, match=message):
         decode_request(body, None)
@@ -61,7 +68,9 @@ def test_header_length_past_the_body_is_rejected() -> None:
 
 
 def test_trailing_binary_bytes_are_rejected() -> None:
-    header = {"inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "parameters": {"binary_data_size": 1}}]}
+    header = {
+        "inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "parameters": {"binary_data_size": 1}}]
+    }
     body, length = binary_body(header, b"\x01\x02")
     with pytest.raises(InvalidInput, match="belong to none"):
         decode_request(body, length)
@@ -72,7 +81,12 @@ def test_response_is_json_unless_an_output_is_binary() -> None:
     response = InferResponse("m", "1", [OutputTensor("y", BY_NAME["FP16"], array, binary=False)], id="7")
     body, headers = encode_response(response)
     assert headers == {"content-type": "application/json"}
-    assert orjson.loads(body)["outputs"][0] == {"name": "y", "datatype": "FP16", "shape": [1, 2], "data": [1.5, 2.5]}
+    assert orjson.loads(body)["outputs"][0] == {
+        "name": "y",
+        "datatype": "FP16",
+        "shape": [1, 2],
+        "data": [1.5, 2.5],
+    }
     assert orjson.loads(body)["id"] == "7"
 
     response.outputs[0].binary = True

@@ -1,8 +1,8 @@
 """Fixtures for the integration suite: the example repository (built once, through the CLI), a shared
 running server, and clients for it.
 
-The shared server is session-scoped: tests that change a model's state (unload, load) restore it,
-and tests that read counters compare before/after values instead of absolute ones.
+The shared server is session-scoped, so tests that read counters compare before/after values rather
+than absolute ones, and tests that unload or load models or stop servers start their own.
 """
 
 from __future__ import annotations
@@ -20,20 +20,9 @@ _TESTS_DIR = Path(__file__).resolve().parents[1]
 if str(_TESTS_DIR) not in sys.path:  # so that ``support`` imports under any pytest import mode
     sys.path.insert(0, str(_TESTS_DIR))
 
+from support.models import write_slow_repository  # noqa: E402
 from support.server import RunningServer, start_server, tierserve_command  # noqa: E402
-
-EXAMPLE_MODELS = [
-    "identity_bool",
-    "identity_bytes",
-    "identity_fp16",
-    "identity_fp32",
-    "identity_fp64",
-    "identity_int32",
-    "identity_int64",
-    "identity_int8",
-    "identity_uint8",
-    "simple",
-]
+from support.v2 import EXAMPLE_MODELS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +61,9 @@ def client(server: RunningServer) -> Iterator[httpclient.InferenceServerClient]:
 def http(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=30.0) as raw:
         yield raw
+
+
+@pytest.fixture(scope="session")
+def slow_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository of its own holding the test-only ``slow`` batching model."""
+    return write_slow_repository(tmp_path_factory.mktemp("slow-repo"))

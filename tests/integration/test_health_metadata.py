@@ -11,9 +11,10 @@ from support.v2 import JSON, UNKNOWN_MODEL_PREFIX, assert_json_error, simple_jso
 
 pytestmark = pytest.mark.integration
 
-SIMPLE_TENSORS = [
-    {"name": name, "datatype": "INT32", "shape": [-1, 16]} for name in ("INPUT0", "INPUT1")
-], [{"name": name, "datatype": "INT32", "shape": [-1, 16]} for name in ("OUTPUT0", "OUTPUT1")]
+SIMPLE_TENSORS = (
+    [{"name": name, "datatype": "INT32", "shape": [-1, 16]} for name in ("INPUT0", "INPUT1")],
+    [{"name": name, "datatype": "INT32", "shape": [-1, 16]} for name in ("OUTPUT0", "OUTPUT1")],
+)
 
 
 def test_live_body_and_content_type(http: httpx.Client) -> None:
@@ -151,3 +152,11 @@ def test_unknown_version_infer_is_404(http: httpx.Client) -> None:
 def test_tritonclient_raises_for_unknown_model(client: httpclient.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException, match=UNKNOWN_MODEL_PREFIX):
         client.get_model_metadata("no_such_model")
+
+
+def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
+    assert_json_error(http.get("/v2/no/such/route"), 404)
+
+
+def test_wrong_method_is_a_json_405(http: httpx.Client) -> None:
+    assert_json_error(http.get("/v2/models/simple/infer"), 405)

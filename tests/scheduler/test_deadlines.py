@@ -28,8 +28,15 @@ def queue(max_batch: int = 16, capacity: int = 100, **kw: float) -> BatchQueue[s
 
 def req(name: str, tier: int, arrival: float = 0.0, budget_ms: float | None = None) -> Pending[str]:
     budget = {GOLD: 50.0, SILVER: 150.0, BRONZE: 1000.0}[tier] if budget_ms is None else budget_ms
-    return Pending(payload=name, rows=1, batch_key="k", arrival=arrival, priority=tier,
-                   deadline=arrival + budget * MS, reject_late=tier != BRONZE)
+    return Pending(
+        payload=name,
+        rows=1,
+        batch_key="k",
+        arrival=arrival,
+        priority=tier,
+        deadline=arrival + budget * MS,
+        reject_late=tier != BRONZE,
+    )
 
 
 def names(step: Step[str]) -> list[str]:

@@ -39,9 +39,13 @@ def test_bad_tier_parameters_are_400(kwargs: dict[str, object]) -> None:
 
 def test_from_config() -> None:
     table = TierTable.from_config(
-        {"tiers": [{"name": "rt", "target_ms": 20, "priority": 0}, {"name": "batch", "target_ms": 5000,
-                                                                      "priority": 5, "miss_policy": "best_effort"}],
-         "default_tier": "batch"}
+        {
+            "tiers": [
+                {"name": "rt", "target_ms": 20, "priority": 0},
+                {"name": "batch", "target_ms": 5000, "priority": 5, "miss_policy": "best_effort"},
+            ],
+            "default_tier": "batch",
+        }
     )
     assert table.default.name == "batch"
     assert table.get("rt").rejects_late and not table.get("batch").rejects_late

@@ -1,10 +1,10 @@
 """Test-only ONNX models built with ``onnx.helper``.
 
-``slow`` is a batching model whose run time does not depend on the batch size: it multiplies a
-1024x1024 matrix (scaled by the input's sum, so ONNX Runtime cannot fold it into a constant)
-``layers`` times and then adds ``r - r`` (exactly zero) to the input. ``Y == X`` row for row, so a
-batch of any size takes about as long as one row: requests that wait while one batch runs are
-batched together afterwards.
+``slow`` is a batching model whose run time the request chooses: FP32 ``X [-1, 4] -> Y [-1, 4]``
+with ``Y == X`` exactly, computed after ``max(X)`` rounds (a ``Loop``) of a 1024x1024 MatMul.
+A request whose largest value is ``work`` costs ``work`` rounds, about 10-15 ms each on two cores,
+whatever the batch size; zeros cost nothing, so the server's load-time warm-up stays fast. While one
+batch runs, requests that arrive queue up and are batched together afterwards.
 """
 
 from __future__ import annotations
@@ -16,20 +16,37 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SLOW_WIDTH = 4  # X and Y are FP32 [-1, SLOW_WIDTH]
+SLOW_WORK = 30.0  # a value of X that makes one batch take roughly 0.3-1 s here
 _IR_VERSION = 8
 _OPSET = 17
+_SIZE = 1024
 
 
-def build_slow_model(path: Path, *, layers: int = 36, size: int = 1024) -> None:
-    """Write the ``slow`` model to ``path`` (about 0.3-1 s per batch on two cores at 36 layers)."""
-    weight = numpy_helper.from_array(np.eye(size, dtype=np.float32), "W")
+def build_slow_model(path: Path) -> None:
+    """Write the ``slow`` model to ``path``."""
+    weight = numpy_helper.from_array(np.eye(_SIZE, dtype=np.float32), "W")
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["m_in", "W"], ["m_out"]),  # W from the outer scope
+        ],
+        "round",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [_SIZE, _SIZE]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [_SIZE, _SIZE]),
+        ],
+    )
     nodes = [
-        helper.make_node("ReduceSum", ["X"], ["s"], keepdims=0),
-        helper.make_node("Mul", ["W", "s"], ["m0"]),
-    ]
-    nodes += [helper.make_node("MatMul", [f"m{i}", "W"], [f"m{i + 1}"]) for i in range(layers)]
-    nodes += [
-        helper.make_node("ReduceSum", [f"m{layers}"], ["r"], keepdims=0),
+        helper.make_node("ReduceMax", ["X"], ["work"], keepdims=0),
+        helper.make_node("Cast", ["work"], ["rounds"], to=TensorProto.INT64),
+        helper.make_node("Loop", ["rounds", "", "W"], ["m"], body=body),
+        # r - r is exactly 0 for the finite r here (W is the identity), so Y == X bit for bit.
+        helper.make_node("ReduceSum", ["m"], ["r"], keepdims=0),
         helper.make_node("Sub", ["r", "r"], ["zero"]),
         helper.make_node("Add", ["X", "zero"], ["Y"]),
     ]
@@ -42,9 +59,17 @@ def build_slow_model(path: Path, *, layers: int = 36, size: int = 1024) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
     model.ir_version = _IR_VERSION
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
+
+
+def slow_input(index: float, *, work: float = SLOW_WORK, rows: int = 1) -> np.ndarray:
+    """An X for ``slow``: ``work`` rounds, ``index`` (< work) to tell requests apart."""
+    x = np.zeros((rows, SLOW_WIDTH), dtype=np.float32)
+    x[:, 0] = work
+    x[:, 1] = index
+    return x
 
 
 def write_slow_repository(root: Path, *, name: str = "slow", max_batch_size: int = 16) -> Path:

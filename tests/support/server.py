@@ -127,6 +127,8 @@ class RunningServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is not None:  # leave the server's side of the story in the test's captured output
+            print(f"--- {self!r} log tail ---\n{self.log_tail()}", file=sys.stderr)
         self.cleanup()
 
     def __repr__(self) -> str:

@@ -11,6 +11,20 @@ import numpy as np
 JSON = "application/json"
 UNKNOWN_MODEL_PREFIX = "Request for unknown model"
 
+# What ``tierserve example-models DIR --no-minilm`` writes, sorted.
+EXAMPLE_MODELS = [
+    "identity_bool",
+    "identity_bytes",
+    "identity_fp16",
+    "identity_fp32",
+    "identity_fp64",
+    "identity_int32",
+    "identity_int64",
+    "identity_int8",
+    "identity_uint8",
+    "simple",
+]
+
 
 def simple_rows(rows: int = 1, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """INPUT0 and INPUT1 for the example ``simple`` model (INT32 [rows, 16])."""

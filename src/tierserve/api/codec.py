@@ -95,7 +95,9 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         raise InvalidInput(
             f"Inference-Header-Content-Length must be an integer, got '{header_length}'"
         ) from None
-    if length < 0 or length > len(body):
+    if length < 0:
+        raise InvalidInput(f"Inference-Header-Content-Length must not be negative, got {length}")
+    if length > len(body):
         raise InvalidInput(
             f"Inference-Header-Content-Length {length} is larger than the body ({len(body)} bytes)"
         )
@@ -261,7 +263,10 @@ def _numbers(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
         info = np.iinfo(datatype.numpy)  # type: ignore[type-var]
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype.name}")
-    return parsed.astype(datatype.numpy, copy=False).ravel()
+    converted = parsed.astype(datatype.numpy, copy=False).ravel()
+    if datatype.kind == "float" and not np.isfinite(converted).all() and np.isfinite(parsed).all():
+        raise InvalidInput(f"input '{name}': values out of range for {datatype.name}")
+    return converted
 
 
 def _describe(dtype: np.dtype[Any]) -> str:
@@ -276,19 +281,18 @@ def _describe(dtype: np.dtype[Any]) -> str:
 
 
 def _flatten_strings(data: list[Any], name: str) -> list[bytes]:
-    flat: list[bytes] = []
-    stack: list[Any] = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            if not isinstance(item, str):
-                raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
-            flat.append(item.encode())
-        else:
-            stack.pop()
-    return flat
+    """Flatten nested string lists row-major, refusing ragged nesting as numeric data does."""
+    level: list[Any] = data
+    while level and all(isinstance(item, list) for item in level):
+        if len({len(item) for item in level}) != 1:
+            raise InvalidInput(f"input '{name}': nested 'data' is ragged")
+        level = [x for item in level for x in item]
+    for item in level:
+        if isinstance(item, list):
+            raise InvalidInput(f"input '{name}': nested 'data' is ragged")
+        if not isinstance(item, str):
+            raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+    return [item.encode() for item in level]
 
 
 def _to_bytes(array: np.ndarray, datatype: Datatype) -> bytes:

@@ -75,6 +75,16 @@ async def server_metadata() -> Response:
     return json_response({"name": "tierserve", "version": __version__, "extensions": EXTENSIONS})
 
 
+# Before the {model_name} routes: otherwise "stats" would be taken for a model name.
+@router.get("/v2/models/stats", tags=["statistics"])
+@router.get("/v2/models/{model_name}/stats", tags=["statistics"])
+@router.get("/v2/models/{model_name}/versions/{model_version}/stats", tags=["statistics"])
+async def model_stats(
+    request: Request, model_name: str | None = None, model_version: str | None = None
+) -> Response:
+    return json_response({"model_stats": _state(request).engine.stats(model_name, model_version)})
+
+
 @router.get("/v2/models/{model_name}", tags=["metadata"])
 @router.get("/v2/models/{model_name}/versions/{model_version}", tags=["metadata"])
 async def model_metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
@@ -151,18 +161,6 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     content, headers = encode_response(response)
     return Response(content, headers=headers)
-
-
-# -- statistics --------------------------------------------------------------------------------
-
-
-@router.get("/v2/models/stats", tags=["statistics"])
-@router.get("/v2/models/{model_name}/stats", tags=["statistics"])
-@router.get("/v2/models/{model_name}/versions/{model_version}/stats", tags=["statistics"])
-async def model_stats(
-    request: Request, model_name: str | None = None, model_version: str | None = None
-) -> Response:
-    return json_response({"model_stats": _state(request).engine.stats(model_name, model_version)})
 
 
 @router.get("/metrics", tags=["observability"], response_class=Response)

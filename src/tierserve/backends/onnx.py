@@ -89,9 +89,6 @@ def _spec(arg: onnxruntime.NodeArg) -> TensorSpec:
 
 
 def _to_str_array(array: np.ndarray) -> np.ndarray:
-    """ONNX Runtime wants text for string tensors; decode bytes, keep what is not UTF-8 lossless."""
-    flat = [
-        item.decode("utf-8", "surrogateescape") if isinstance(item, bytes) else str(item)
-        for item in array.ravel()
-    ]
+    """ONNX Runtime wants text for string tensors (validation already refused non-UTF-8 bytes)."""
+    flat = [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.ravel()]
     return np.array(flat, dtype=object).reshape(array.shape)

@@ -116,7 +116,7 @@ class Engine:
             else:
                 self._models.pop(name, None)
             if previous is not None:
-                self._stop_runners(name, previous, keep=set(model.runners))
+                self._stop_runners(name, previous, replaced=set(model.runners))
             if failures:
                 raise InvalidInput(f"failed to load '{name}': " + "; ".join(failures))
             log.info("loaded %s versions %s", name, sorted(model.runners))
@@ -128,12 +128,12 @@ class Engine:
                 if name not in self.repository.model_names():
                     raise ModelNotFound(name)
                 return
-            self._stop_runners(name, model, keep=set())
+            self._stop_runners(name, model)
 
     def stop(self) -> None:
         with self._admin_lock:
             for name, model in list(self._models.items()):
-                self._stop_runners(name, model, keep=set())
+                self._stop_runners(name, model)
             self._models.clear()
 
     def _start_runner(self, name: str, version: int, config: ModelConfig) -> ModelRunner:
@@ -168,14 +168,19 @@ class Engine:
             honour_tiers=self.honour_tiers,
         )
 
-    def _stop_runners(self, name: str, model: _Model, keep: set[int]) -> None:
+    def _stop_runners(
+        self, name: str, model: _Model, replaced: frozenset[int] | set[int] = frozenset()
+    ) -> None:
+        """Stop every runner of ``model``. Versions in ``replaced`` already run anew: their state and
+        metric series belong to the new runner and stay."""
         for version, runner in model.runners.items():
-            if version in keep:
+            if version in replaced:
+                runner.stop()
                 continue
             self._states[(name, version)] = _Entry(ModelState.UNLOADING)
             runner.stop()
             self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, "unloaded")
-            self.metrics.forget_model(name, version)
+            self.metrics.forget_model(name, version, [t.name for t in self.tiers.tiers])
 
     # -- lookups -----------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ def prepare(signature: Signature, max_batch_size: int, request: InferRequest, mo
                 f"input '{tensor.name}' has shape {list(tensor.array.shape)}; "
                 f"model '{model}' expects {list(spec.shape)} (-1: any size)"
             )
+        if spec.datatype.kind == "bytes":
+            _require_utf8(tensor.name, tensor.array)
         feeds[tensor.name] = tensor.array
     missing = [spec.name for spec in signature.inputs if spec.name not in feeds]
     if missing:
@@ -66,6 +68,8 @@ def _outputs(signature: Signature, request: InferRequest, model: str) -> list[tu
     if request.outputs is None:
         return [(spec, request.binary_output) for spec in signature.outputs]
     chosen: list[tuple[TensorSpec, bool]] = []
+    if len({wanted.name for wanted in request.outputs}) != len(request.outputs):
+        raise InvalidInput("an output is requested more than once")
     for wanted in request.outputs:
         spec = signature.output(wanted.name)
         if spec is None:
@@ -75,3 +79,16 @@ def _outputs(signature: Signature, request: InferRequest, model: str) -> list[tu
             )
         chosen.append((spec, request.binary_output if wanted.binary is None else wanted.binary))
     return chosen
+
+
+def _require_utf8(name: str, array: np.ndarray) -> None:
+    """ONNX Runtime string tensors carry text: bytes that are not UTF-8 cannot reach the model."""
+    for item in array.ravel():
+        if isinstance(item, bytes):
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"input '{name}': BYTES element is not valid UTF-8, which this model's "
+                    "string tensors require"
+                ) from None

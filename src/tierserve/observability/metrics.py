@@ -183,7 +183,7 @@ class Metrics:
             queue_depth=self.queue_depth.labels(name, v),
         )
 
-    def forget_model(self, name: str, version: int) -> None:
+    def forget_model(self, name: str, version: int, tiers: Iterable[str] = ()) -> None:
         """Drop an unloaded model's series so that /metrics does not report it forever."""
         v = str(version)
         families: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
@@ -194,6 +194,10 @@ class Metrics:
             (self.queue_depth, (name, v)),
         ]
         families += [(self.requests, (name, v, status)) for status in ("success", "failure", "rejected")]
+        for tier in tiers:
+            self._tiers.pop((name, tier), None)
+            families.append((self.tier_seconds, (name, tier)))
+            families += [(self.tier_requests, (name, tier, outcome)) for outcome in TIER_OUTCOMES]
         for family, label_values in families:
             with contextlib.suppress(KeyError):  # never observed, so never created
                 family.remove(*label_values)
