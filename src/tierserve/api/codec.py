@@ -8,7 +8,6 @@ are serialised element by element as a 4-byte little-endian length followed by t
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ import orjson
 from tierserve.datatypes import Datatype, from_name
 from tierserve.engine.request import InferRequest, InferResponse, InputTensor, RequestedOutput
 from tierserve.errors import InvalidInput
+from tierserve.wire import as_bytes, tensor_from_bytes, tensor_to_bytes
 
 HEADER_LENGTH = "inference-header-content-length"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -64,7 +64,7 @@ def encode_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
             "shape": list(tensor.array.shape),
         }
         if tensor.binary:
-            blob = _to_bytes(tensor.array, tensor.datatype)
+            blob = tensor_to_bytes(tensor.array, tensor.datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -162,7 +162,7 @@ def _decode_input(raw: object, reader: _BinaryReader) -> InputTensor:
             raise InvalidInput(f"input '{name}': binary_data_size must be an integer")
         if "data" in raw:
             raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
-        array = _from_bytes(reader.take(size, name), datatype, shape, name)
+        array = tensor_from_bytes(reader.take(size, name), datatype, shape, name)
     elif "data" in raw:
         array = _from_json_data(raw["data"], datatype, shape, name)
     else:
@@ -192,41 +192,6 @@ def _decode_outputs(raw: object) -> list[RequestedOutput] | None:
 
 
 # -- tensor data -------------------------------------------------------------------------------
-
-
-def _from_bytes(chunk: memoryview, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = math.prod(shape)
-    if datatype.kind == "bytes":
-        return _deserialize_bytes(chunk, count, name).reshape(shape)
-    expected = count * datatype.itemsize
-    if len(chunk) != expected:
-        raise InvalidInput(
-            f"input '{name}': binary_data_size is {len(chunk)} bytes, but shape {list(shape)} "
-            f"of {datatype.name} needs {expected}"
-        )
-    array = np.frombuffer(chunk, dtype=datatype.numpy.newbyteorder("<"))
-    if datatype.kind == "bool" and array.size and array.view(np.uint8).max() > 1:
-        raise InvalidInput(f"input '{name}': BOOL bytes must be 0 or 1")
-    return array.reshape(shape)
-
-
-def _deserialize_bytes(chunk: memoryview, count: int, name: str) -> np.ndarray:
-    items: list[bytes] = []
-    offset, end = 0, len(chunk)
-    while offset < end:
-        if offset + 4 > end:
-            raise InvalidInput(f"input '{name}': truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", chunk, offset)
-        offset += 4
-        if offset + length > end:
-            raise InvalidInput(f"input '{name}': BYTES element of {length} bytes runs past the data")
-        items.append(bytes(chunk[offset : offset + length]))
-        offset += length
-    if len(items) != count:
-        raise InvalidInput(f"input '{name}': {len(items)} BYTES elements for a shape of {count}")
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array
 
 
 def _from_json_data(data: object, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -295,26 +260,9 @@ def _flatten_strings(data: list[Any], name: str) -> list[bytes]:
     return [item.encode() for item in level]
 
 
-def _to_bytes(array: np.ndarray, datatype: Datatype) -> bytes:
-    if datatype.kind != "bytes":
-        return np.ascontiguousarray(array, dtype=datatype.numpy.newbyteorder("<")).tobytes()
-    parts: list[bytes] = []
-    for item in array.ravel():
-        encoded = _as_bytes(item)
-        parts.append(struct.pack("<I", len(encoded)))
-        parts.append(encoded)
-    return b"".join(parts)
-
-
-def _as_bytes(item: object) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    return str(item).encode("utf-8", "surrogateescape")
-
-
 def _to_json_data(array: np.ndarray, datatype: Datatype) -> Any:
     if datatype.kind == "bytes":
-        return [_as_bytes(item).decode("utf-8", "replace") for item in array.ravel()]
+        return [as_bytes(item).decode("utf-8", "replace") for item in array.ravel()]
     if datatype.name == "FP16":
         return array.astype(np.float32).ravel()
     return np.ascontiguousarray(array).ravel()

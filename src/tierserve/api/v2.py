@@ -89,15 +89,21 @@ async def model_stats(
 @router.get("/v2/models/{model_name}/versions/{model_version}", tags=["metadata"])
 async def model_metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
     engine = _state(request).engine
-    runner = engine.runner(model_name, model_version)
-    versions = [str(runner.version)] if model_version else [str(v) for v in engine.versions(model_name)]
+    deployment = engine.deployment(model_name, model_version)
+    versions = [str(deployment.version)] if model_version else [str(v) for v in engine.versions(model_name)]
     return json_response(
         {
             "name": model_name,
             "versions": versions,
             "platform": PLATFORM,
-            "inputs": [spec.metadata() for spec in runner.signature.inputs],
-            "outputs": [spec.metadata() for spec in runner.signature.outputs],
+            "inputs": [spec.metadata() for spec in deployment.signature.inputs],
+            "outputs": [spec.metadata() for spec in deployment.signature.outputs],
+            # tierserve's addition: the pools serving this version and how each variant was made.
+            "pools": [
+                {**runner.pool.describe(), **deployment.variants.get(pool, {})}
+                for pool, runner in deployment.runners.items()
+            ],
+            "variants": deployment.variants,
         }
     )
 
@@ -106,7 +112,7 @@ async def model_metadata(request: Request, model_name: str, model_version: str |
 @router.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["health"])
 async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
     try:
-        _state(request).engine.runner(model_name, model_version)
+        _state(request).engine.deployment(model_name, model_version)
     except ModelNotFound:
         if model_name not in _state(request).engine.repository.model_names():
             raise
@@ -119,9 +125,9 @@ async def model_ready(request: Request, model_name: str, model_version: str | No
 async def model_config(request: Request, model_name: str, model_version: str | None = None) -> Response:
     """Triton's model configuration extension (what perf_analyzer reads)."""
     engine = _state(request).engine
-    runner = engine.runner(model_name, model_version)
+    deployment = engine.deployment(model_name, model_version)
     config = engine.config(model_name)
-    batching = runner.max_batch_size > 0
+    batching = deployment.max_batch_size > 0
 
     def tensor(spec: Any) -> dict[str, Any]:
         dims = list(spec.shape[1:] if batching else spec.shape)
@@ -131,10 +137,17 @@ async def model_config(request: Request, model_name: str, model_version: str | N
         "name": model_name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
-        "max_batch_size": runner.max_batch_size,
-        "input": [tensor(spec) for spec in runner.signature.inputs],
-        "output": [tensor(spec) for spec in runner.signature.outputs],
-        "instance_group": [{"name": model_name, "kind": "KIND_CPU", "count": len(runner.backends)}],
+        "max_batch_size": deployment.max_batch_size,
+        "input": [tensor(spec) for spec in deployment.signature.inputs],
+        "output": [tensor(spec) for spec in deployment.signature.outputs],
+        "instance_group": [
+            {
+                "name": f"{model_name}_{pool}",
+                "kind": "KIND_GPU" if r.pool.kind == "torch-cuda" else "KIND_CPU",
+                "count": len(r.backends),
+            }
+            for pool, r in deployment.runners.items()
+        ],
         "version_policy": config.version_policy.describe(),
     }
     if batching:
@@ -151,12 +164,12 @@ async def model_config(request: Request, model_name: str, model_version: str | N
 )
 async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
     state = _state(request)
-    runner = state.engine.runner(model_name, model_version)  # unknown model: 404 before reading the body
+    deployment = state.engine.deployment(model_name, model_version)  # unknown model: 404 before the body
     body = await read_body(request, state.settings.max_body_bytes)
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     decoded.tier = request.headers.get("x-tier")
     try:
-        response = await unless_disconnected(request, state.engine.infer(runner, decoded))
+        response = await unless_disconnected(request, state.engine.infer(deployment, decoded))
     except ClientDisconnected:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     content, headers = encode_response(response)

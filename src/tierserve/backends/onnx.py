@@ -73,6 +73,9 @@ class OnnxBackend:
         results = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results, strict=True))
 
+    def available(self) -> bool:
+        return True
+
     def close(self) -> None:
         del self._session
 

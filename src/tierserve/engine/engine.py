@@ -1,4 +1,10 @@
-"""The engine: loads model versions from the repository, routes requests to their runners."""
+"""The engine: loads model versions onto pools, and routes each request to a pool.
+
+Per request: choose its tier; ask every pool that serves the model version for its prediction
+(``ModelRunner.option``); let the router (pure policy) pick the cheapest pool predicted to meet the
+deadline, or reject early; queue it there; if the batch fails on that pool, retry on the next pool
+while the deadline allows. A request is always answered: with its outputs or with an error.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,31 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from tierserve.backends.base import Backend
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
+from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
+from tierserve.engine.pools import PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
-from tierserve.engine.runner import ModelRunner
-from tierserve.engine.validate import prepare
-from tierserve.errors import InvalidInput, ModelNotFound, TierserveError, Unavailable
+from tierserve.engine.runner import ModelRunner, Outputs
+from tierserve.engine.validate import Prepared, prepare
+from tierserve.engine.warmup import warm_up
+from tierserve.errors import InferenceFailed, InvalidInput, ModelNotFound, TierserveError, Unavailable
 from tierserve.observability.metrics import Metrics
 from tierserve.observability.stats import ModelStats
 from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from tierserve.repository.repository import ModelRepository
+from tierserve.router.policy import choose_pool, retry_order
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 from tierserve.scheduler.tiers import TierChoice, TierTable
 
 log = logging.getLogger(__name__)
+
+# Predictions are planned this far inside the deadline (a share of the request's budget).
+ROUTING_MARGIN = 0.1
 
 
 class ModelState(enum.StrEnum):
@@ -43,11 +57,11 @@ class _Entry:
 @dataclass
 class _Model:
     config: ModelConfig
-    runners: dict[int, ModelRunner] = field(default_factory=dict)
+    deployments: dict[int, Deployment] = field(default_factory=dict)
 
     @property
     def default_version(self) -> int:
-        return max(self.runners)
+        return max(self.deployments)
 
 
 def available_cores() -> int:
@@ -64,17 +78,22 @@ class Engine:
         metrics: Metrics,
         tiers: TierTable | None = None,
         *,
+        pools: list[PoolSpec] | None = None,
         honour_tiers: bool = True,
+        state_dir: Path = Path(".state"),
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.tiers = tiers or TierTable()
+        self.pools = pools or default_pools()
         self.honour_tiers = honour_tiers
+        self.state_dir = state_dir
         self._models: dict[str, _Model] = {}
         self._states: dict[tuple[str, int], _Entry] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         # Load and unload are rare and slow; one at a time keeps the tables consistent.
         self._admin_lock = threading.Lock()
+        self._clock = time.monotonic
         self.started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -96,7 +115,7 @@ class Engine:
         )
 
     def load(self, name: str) -> None:
-        """Load (or reload) the versions that the model's version policy selects."""
+        """Load (or reload) the versions that the model's version policy selects, on every pool."""
         with self._admin_lock:
             config = self.repository.config(name)
             wanted = self.repository.versions_to_serve(name, config)
@@ -106,20 +125,25 @@ class Engine:
             for version in wanted:
                 self._states[(name, version)] = _Entry(ModelState.LOADING)
                 try:
-                    model.runners[version] = self._start_runner(name, version, config)
+                    model.deployments[version] = self._deploy(name, version, config)
                     self._states[(name, version)] = _Entry(ModelState.READY)
                 except TierserveError as exc:
                     self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, exc.message)
                     failures.append(f"version {version}: {exc.message}")
-            if model.runners:
+            if model.deployments:
                 self._models[name] = model
             else:
                 self._models.pop(name, None)
             if previous is not None:
-                self._stop_runners(name, previous, replaced=set(model.runners))
+                self._stop(name, previous, replaced=set(model.deployments))
             if failures:
                 raise InvalidInput(f"failed to load '{name}': " + "; ".join(failures))
-            log.info("loaded %s versions %s", name, sorted(model.runners))
+            log.info(
+                "loaded %s versions %s on pools %s",
+                name,
+                sorted(model.deployments),
+                [p.name for p in self.pools if p.serves(name)],
+            )
 
     def unload(self, name: str) -> None:
         with self._admin_lock:
@@ -128,71 +152,129 @@ class Engine:
                 if name not in self.repository.model_names():
                     raise ModelNotFound(name)
                 return
-            self._stop_runners(name, model)
+            self._stop(name, model)
 
     def stop(self) -> None:
         with self._admin_lock:
             for name, model in list(self._models.items()):
-                self._stop_runners(name, model)
+                self._stop(name, model)
             self._models.clear()
 
-    def _start_runner(self, name: str, version: int, config: ModelConfig) -> ModelRunner:
+    def _deploy(self, name: str, version: int, config: ModelConfig) -> Deployment:
         path = self.repository.model_path(name, version)
-        threads = config.intra_op_threads or max(1, available_cores() // config.instances)
-        options = OnnxOptions(intra_op_threads=threads, inter_op_threads=config.inter_op_threads)
-        backends: list[Backend] = [OnnxBackend(path, options) for _ in range(config.instances)]
-        signature = backends[0].signature
+        cores = available_cores()
+        pools = [p for p in self.pools if p.serves(name)]
+        if not pools:
+            raise InvalidInput(f"no configured pool serves model '{name}'")
+        reference: Backend = OnnxBackend(path, OnnxOptions(intra_op_threads=1))
+        signature = reference.signature
         max_batch_size = config.max_batch_size
         if max_batch_size is None:
             max_batch_size = DEFAULT_MAX_BATCH_SIZE if signature.batchable else 0
         elif max_batch_size > 0 and not signature.batchable:
             raise InvalidInput(
-                f"max_batch_size {max_batch_size} needs a dynamic first dimension on every "
-                f"input and output of '{name}'"
+                f"max_batch_size {max_batch_size} needs a dynamic first dimension on every input and "
+                f"output of '{name}'"
             )
         if config.default_tier is not None:
             self.tiers.get(config.default_tier)  # an unknown default tier fails the load, not each request
-        estimator = ServiceTimeEstimator()
-        _warm_up(backends, max_batch_size, config.warmup_shape, estimator)
         stats = self._stats.setdefault((name, version), ModelStats())
-        return ModelRunner(
-            name,
-            version,
-            backends,
-            max_batch_size=max_batch_size,
-            max_queue_delay_s=config.max_queue_delay_ms / 1000,
-            max_queue_size=config.max_queue_size,
-            stats=stats,
-            metrics=self.metrics.for_model(name, version),
-            estimator=estimator,
-            honour_tiers=self.honour_tiers,
-        )
+        deployment = Deployment(name, version, {}, stats)
+        try:
+            for pool in pools:
+                backends = self._pool_backends(pool, path, config, reference, cores, deployment)
+                if not backends:
+                    continue
+                estimator = ServiceTimeEstimator()
+                warm_up(backends, max_batch_size, config.warmup_shape, estimator)
+                deployment.runners[pool.name] = ModelRunner(
+                    name,
+                    version,
+                    backends,
+                    pool=pool,
+                    max_batch_size=max_batch_size,
+                    max_queue_delay_s=config.max_queue_delay_ms / 1000,
+                    max_queue_size=config.max_queue_size,
+                    stats=stats,
+                    metrics=self.metrics.for_model(name, version, pool.name),
+                    estimator=estimator,
+                    honour_tiers=self.honour_tiers,
+                )
+        except BaseException:
+            deployment.stop()
+            raise
+        finally:
+            reference.close()
+        if not deployment.runners:
+            raise InvalidInput(f"no pool could run '{name}' version {version}: {deployment.variants}")
+        return deployment
 
-    def _stop_runners(
-        self, name: str, model: _Model, replaced: frozenset[int] | set[int] = frozenset()
-    ) -> None:
-        """Stop every runner of ``model``. Versions in ``replaced`` already run anew: their state and
-        metric series belong to the new runner and stay."""
-        for version, runner in model.runners.items():
+    def _pool_backends(
+        self,
+        pool: PoolSpec,
+        path: Path,
+        config: ModelConfig,
+        reference: Backend,
+        cores: int,
+        deployment: Deployment,
+    ) -> list[Backend]:
+        if pool.kind == "onnx-cpu":
+            return onnx_backends(path, local_plan(pool, config, cores), config)
+        if pool.kind == "onnx-cpu-int8":
+            cache = self.state_dir / "variants" / deployment.name / str(deployment.version)
+            try:
+                backends, info = int8_backends(
+                    path, cache, local_plan(pool, config, cores), config, reference, pool.accuracy_threshold
+                )
+            except InvalidInput as exc:
+                backends, info = [], {"kind": pool.kind, "accepted": False, "error": exc.message}
+            deployment.variants[pool.name] = info
+            if not backends:
+                log.warning(
+                    "%s v%d: int8 variant refused on pool %s: %s",
+                    deployment.name,
+                    deployment.version,
+                    pool.name,
+                    info,
+                )
+            return backends
+        if pool.kind == "torch-cuda":
+            from tierserve.backends.torch_cuda import TorchCudaBackend
+
+            return [TorchCudaBackend(path, reference.signature) for _ in range(pool.replicas or 1)]
+        from tierserve.backends.remote import RemoteBackend
+
+        remote = RemoteBackend(
+            pool.endpoints, deployment.name, reference.signature, concurrency=pool.concurrency,
+            timeout_s=pool.timeout_ms / 1000,
+        )  # fmt: skip
+        return [remote] * pool.concurrency  # one shared pooled client; a replica thread per request in flight
+
+    def _stop(self, name: str, model: _Model, replaced: frozenset[int] | set[int] = frozenset()) -> None:
+        """Stop every deployment of ``model``. Versions in ``replaced`` already run anew: their state and
+        metric series belong to the new deployment and stay."""
+        for version, deployment in model.deployments.items():
             if version in replaced:
-                runner.stop()
+                deployment.stop()
                 continue
             self._states[(name, version)] = _Entry(ModelState.UNLOADING)
-            runner.stop()
+            deployment.stop()
             self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, "unloaded")
-            self.metrics.forget_model(name, version, [t.name for t in self.tiers.tiers])
+            self.metrics.forget_model(
+                name, version, [t.name for t in self.tiers.tiers], list(deployment.runners)
+            )
 
     # -- lookups -----------------------------------------------------------------------------
 
-    def runner(self, name: str, version: str | None = None) -> ModelRunner:
+    def deployment(self, name: str, version: str | None = None) -> Deployment:
         model = self._models.get(name)
         if model is None:
             raise ModelNotFound(name, version)
         if version is None or version == "":
-            return model.runners[model.default_version]
-        if not version.isdigit() or int(version) not in model.runners:
+            return model.deployments[model.default_version]
+        if not version.isdigit() or int(version) not in model.deployments:
             raise ModelNotFound(name, version)
-        return model.runners[int(version)]
+        return model.deployments[int(version)]
 
     def config(self, name: str) -> ModelConfig:
         model = self._models.get(name)
@@ -202,7 +284,10 @@ class Engine:
 
     def versions(self, name: str) -> list[int]:
         model = self._models.get(name)
-        return sorted(model.runners) if model else []
+        return sorted(model.deployments) if model else []
+
+    def deployments(self) -> list[Deployment]:
+        return [d for m in list(self._models.values()) for d in m.deployments.values()]
 
     def index(self) -> list[dict[str, str]]:
         """Every model in the repository, with the state of each version known to the engine."""
@@ -220,17 +305,30 @@ class Engine:
 
     def stats(self, name: str | None = None, version: str | None = None) -> list[dict[str, object]]:
         if name is None:
-            runners = [r for m in self._models.values() for r in m.runners.values()]
+            chosen = self.deployments()
         elif version:
-            runners = [self.runner(name, version)]
+            chosen = [self.deployment(name, version)]
         else:
             model = self._models.get(name)
             if model is None:
                 raise ModelNotFound(name)
-            runners = list(model.runners.values())
+            chosen = list(model.deployments.values())
         return [
-            r.stats.as_triton(r.name, r.version) for r in sorted(runners, key=lambda r: (r.name, r.version))
+            d.stats.as_triton(d.name, d.version) for d in sorted(chosen, key=lambda d: (d.name, d.version))
         ]
+
+    def queue_snapshots(self) -> list[tuple[str, int, str, dict[str, int], float | None]]:
+        """Per model version and pool: queued requests per tier and the oldest one's age (seconds)."""
+        names = {t.priority: t.name for t in self.tiers.tiers}
+        rows = []
+        for deployment in self.deployments():
+            for pool, runner in deployment.runners.items():
+                depths, age = runner.queue_snapshot()
+                per_tier = {
+                    names.get(p, str(p)) if self.honour_tiers else "all": n for p, n in depths.items()
+                }
+                rows.append((deployment.name, deployment.version, pool, per_tier, age))
+        return rows
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -243,18 +341,18 @@ class Engine:
             default=self.config(model).default_tier,
         )
 
-    async def infer(self, runner: ModelRunner, request: InferRequest) -> InferResponse:
-        """Validate ``request`` against the runner's model, queue it by tier, and await its outputs."""
-        name = runner.name
+    async def infer(self, deployment: Deployment, request: InferRequest) -> InferResponse:
+        """Validate ``request``, route it to a pool by tier and cost, await its outputs (retrying on
+        another pool if a batch fails there while the deadline allows)."""
         started = time.perf_counter_ns()
-        choice = self.choose_tier(name, request)
+        choice = self.choose_tier(deployment.name, request)
         outcome = "failed"
         try:
-            prepared = prepare(runner.signature, runner.max_batch_size, request, name)
-            outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
+            prepared = prepare(deployment.signature, deployment.max_batch_size, request, deployment.name)
+            outputs = await self._route(deployment, prepared, choice, self._clock())
             response = InferResponse(
-                model_name=name,
-                model_version=str(runner.version),
+                model_name=deployment.name,
+                model_version=str(deployment.version),
                 id=request.id,
                 outputs=[
                     OutputTensor(spec.name, spec.datatype, np.asarray(outputs[spec.name]), binary)
@@ -270,73 +368,68 @@ class Engine:
             outcome = "invalid"
             raise
         finally:
-            self._record(runner, choice, outcome, time.perf_counter_ns() - started)
+            self._record(deployment, choice, outcome, time.perf_counter_ns() - started)
 
-    def _record(self, runner: ModelRunner, choice: TierChoice, outcome: str, elapsed_ns: int) -> None:
+    async def _route(
+        self, deployment: Deployment, prepared: Prepared, choice: TierChoice, arrival: float
+    ) -> Outputs:
+        deadline = arrival + choice.budget_s
+        rejects_late = self.honour_tiers and choice.tier.rejects_late
+        failed: set[str] = set()
+        last_error: TierserveError | None = None
+        while True:
+            now = self._clock()
+            options = [r.option(prepared.rows, choice, now) for r in deployment.runners.values()]
+            route = (retry_order if failed else choose_pool)(
+                options,
+                **({"failed": failed} if failed else {}),
+                now=now,
+                deadline=deadline,
+                margin_s=ROUTING_MARGIN * choice.budget_s,
+                reject_late=rejects_late,
+                allow_approximate=choice.tier.approximate,
+            )
+            if route.pool is None:
+                if last_error is not None and not rejects_late:
+                    raise last_error
+                raise Unavailable(
+                    f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
+                    f"deadline on model '{deployment.name}': {route.reason}",
+                    retry_after_s=max(1.0, route.predicted_finish - now)
+                    if route.predicted_finish < 1e9
+                    else 1.0,
+                )
+            runner = deployment.runners[route.pool]
+            runner.breaker.acquire(now)
+            try:
+                outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
+            except (InferenceFailed, Unavailable) as exc:
+                if isinstance(exc, InferenceFailed):
+                    runner.breaker.record_failure(self._clock())
+                failed.add(route.pool)
+                last_error = exc
+                if len(failed) == len(deployment.runners):
+                    raise
+                log.info("retrying %s after %s failed: %s", deployment.name, route.pool, exc.message)
+                continue
+            runner.breaker.record_success(self._clock())
+            cost = runner.cost_per_item(prepared.rows) * prepared.rows
+            deployment.stats.record_pool(route.pool, prepared.rows, cost)
+            self.metrics.record_route(deployment.name, route.pool, choice.tier.name, cost)
+            return outputs
+
+    def _record(self, deployment: Deployment, choice: TierChoice, outcome: str, elapsed_ns: int) -> None:
         ok = outcome in ("met", "missed")
-        runner.stats.record_request(ok, elapsed_ns)
-        runner.stats.record_tier(choice.tier.name, outcome, elapsed_ns)
-        tier_metrics = self.metrics.for_tier(runner.name, runner.version, choice.tier.name)
+        deployment.stats.record_request(ok, elapsed_ns)
+        deployment.stats.record_tier(choice.tier.name, outcome, elapsed_ns)
+        tier_metrics = self.metrics.for_tier(deployment.name, deployment.version, choice.tier.name)
         tier_metrics.outcome(outcome).inc()
+        model_metrics = deployment.primary.metrics
         if ok:
-            runner.metrics.success.inc()
-            runner.metrics.request_seconds.observe(elapsed_ns / 1e9)
+            model_metrics.success.inc()
+            model_metrics.request_seconds.observe(elapsed_ns / 1e9)
             tier_metrics.latency.observe(elapsed_ns / 1e9)
         elif outcome == "rejected":
-            runner.metrics.rejected.inc()
+            model_metrics.rejected.inc()
         else:
-            runner.metrics.failure.inc()
-
-    def queue_snapshots(self) -> list[tuple[str, int, dict[str, int], float | None]]:
-        """Per loaded model version: queued requests per tier and the oldest one's age (seconds)."""
-        names = {t.priority: t.name for t in self.tiers.tiers}
-        rows = []
-        for runner in [r for m in list(self._models.values()) for r in m.runners.values()]:
-            depths, age = runner.queue_snapshot()
-            per_tier = {names.get(p, str(p)) if self.honour_tiers else "all": n for p, n in depths.items()}
-            rows.append((runner.name, runner.version, per_tier, age))
-        return rows
-
-
-def _warm_up(
-    backends: list[Backend],
-    max_batch_size: int,
-    shapes: dict[str, tuple[int, ...]],
-    estimator: ServiceTimeEstimator,
-) -> None:
-    """Run every backend once (lazy initialisation), then seed ``estimator`` with a sweep of batch
-    sizes 1, 2, 4, ... max_batch_size on the first: the scheduler needs service times from the start."""
-    sizes = [1]
-    while sizes[-1] * 2 <= max_batch_size:
-        sizes.append(sizes[-1] * 2)
-    if max_batch_size > sizes[-1]:
-        sizes.append(max_batch_size)
-    try:
-        for backend in backends:
-            backend.run(_dummy_feeds(backend, 1, shapes, batching=max_batch_size > 0))
-        for rows in sizes:
-            feeds = _dummy_feeds(backends[0], rows, shapes, batching=max_batch_size > 0)
-            backends[0].run(dict(feeds))  # first run of a shape allocates; do not time it
-            for _ in range(2):
-                start = time.perf_counter()
-                backends[0].run(dict(feeds))
-                estimator.observe(rows, time.perf_counter() - start)
-    except Exception as exc:  # a model that cannot run on zeros still serves; it learns online instead
-        log.warning("warm-up of %s failed (%s); service times will be learnt online", backends[0].kind, exc)
-
-
-def _dummy_feeds(
-    backend: Backend, rows: int, shapes: dict[str, tuple[int, ...]], *, batching: bool
-) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    for spec in backend.signature.inputs:
-        dims = spec.shape[1:] if batching else spec.shape
-        given = iter(shapes.get(spec.name, ()))
-        shape = tuple(next(given, 1) if dim == -1 else dim for dim in dims)
-        if batching:
-            shape = (rows, *shape)
-        if spec.datatype.kind == "bytes":
-            feeds[spec.name] = np.full(shape, b"", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
-    return feeds
+            model_metrics.failure.inc()

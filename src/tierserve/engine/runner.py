@@ -1,4 +1,4 @@
-"""One model version in service: a bounded priority queue drained by replica threads.
+"""One model version on one pool: a bounded priority queue drained by replica threads.
 
 The event loop submits work and awaits a future; replica threads take batches from the queue under
 a condition variable, run them on their backend (ONNX Runtime releases the GIL), and hand results
@@ -21,9 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tierserve.backends.base import Backend
+from tierserve.engine.pools import PoolSpec
 from tierserve.errors import InferenceFailed, TierserveError, Unavailable
 from tierserve.observability.metrics import ModelMetrics
 from tierserve.observability.stats import ModelStats
+from tierserve.router.breaker import CircuitBreaker
+from tierserve.router.policy import PoolOption
 from tierserve.scheduler.batching import BatchQueue, Pending, QueueFull
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 from tierserve.scheduler.tiers import Tier, TierChoice
@@ -49,6 +52,7 @@ class ModelRunner:
         version: int,
         backends: Sequence[Backend],
         *,
+        pool: PoolSpec,
         max_batch_size: int,
         max_queue_delay_s: float,
         max_queue_size: int,
@@ -62,6 +66,8 @@ class ModelRunner:
             raise ValueError("a runner needs at least one backend")
         self.name = name
         self.version = version
+        self.pool = pool
+        self.breaker = CircuitBreaker()
         self.backends = list(backends)
         self.signature = backends[0].signature
         self.max_batch_size = max_batch_size
@@ -78,7 +84,7 @@ class ModelRunner:
         self._stopping = False
         self._threads = [
             threading.Thread(
-                target=self._replica_loop, args=(i,), name=f"{name}-v{version}-r{i}", daemon=True
+                target=self._replica_loop, args=(i,), name=f"{name}-v{version}-{pool.name}-r{i}", daemon=True
             )
             for i in range(len(self.backends))
         ]
@@ -95,11 +101,33 @@ class ModelRunner:
             oldest = self._queue.oldest_arrival()
             return self._queue.depth_by_priority(), None if oldest is None else self._clock() - oldest
 
+    def cost_per_item(self, rows: int = 1) -> float:
+        """What one item costs here: a share of the pool's hourly price by the machine time a batch
+        of the usual size takes per item, or the rented endpoint's price per request."""
+        cost = self.pool.cost_per_1k_requests / 1000
+        if self.pool.cost_per_hour and self.estimator.known:
+            batch = max(rows, self._queue.batch_rows_cap(self._clock()) if self.max_batch_size else 1)
+            cost += self.pool.cost_per_hour / 3600 * self.estimator.mean(batch) / batch / len(self.backends)
+        return cost
+
+    def option(self, rows: int, choice: TierChoice, now: float) -> PoolOption:
+        """This pool as the router sees it for a request of ``rows`` rows at ``choice``'s tier."""
+        probe: Pending[None] = Pending(payload=None, rows=rows, batch_key=None, arrival=now)
+        if self.honour_tiers:
+            probe.priority = choice.tier.priority
+        with self._cond:
+            finish = self._queue.predict_finish(probe, now, self._busy_until) + self.pool.rtt_ms / 1000
+            load = len(self._queue) / len(self.backends)
+        available = self.breaker.allows(now) and self.backends[0].available()
+        return PoolOption(
+            self.pool.name, finish, self.cost_per_item(rows), load, self.pool.approximate, available
+        )
+
     def submit(
         self, feeds: dict[str, np.ndarray], rows: int, batch_key: Hashable, choice: TierChoice
     ) -> asyncio.Future[Outputs]:
-        """Queue one request; the future resolves to its outputs. Raises Unavailable when it cannot
-        be admitted (queue full, or its tier rejects late work and it is predicted to be late)."""
+        """Queue one request; the future resolves to its outputs. Raises Unavailable when the queue is
+        full of work at least as important. Admission by deadline is the router's (see Engine.infer)."""
         loop = asyncio.get_running_loop()
         tier = choice.tier
         work = Work(feeds, loop.create_future(), loop, time.perf_counter_ns(), tier)
@@ -114,12 +142,12 @@ class ModelRunner:
                 )
             if self._stopping:
                 raise Unavailable(f"model '{self.name}' version {self.version} is unloading")
-            if item.reject_late:
-                self._admit(item, now, choice)
             try:
                 evicted = self._queue.push(item, now)
             except QueueFull as exc:
-                raise Unavailable(f"model '{self.name}' is overloaded: {exc}", retry_after_s=1.0) from None
+                raise Unavailable(
+                    f"model '{self.name}' is overloaded on pool '{self.pool.name}': {exc}", retry_after_s=1.0
+                ) from None
             if evicted is not None:
                 _fail(
                     evicted.payload,
@@ -140,20 +168,10 @@ class ModelRunner:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout_s)
-        for backend in self.backends:
+        for backend in {id(b): b for b in self.backends}.values():  # replicas may share one client
             backend.close()
 
     # -- internals -----------------------------------------------------------------------------
-
-    def _admit(self, item: Pending[Work], now: float, choice: TierChoice) -> None:
-        finish = self._queue.predict_finish(item, now, self._busy_until)
-        if finish > item.deadline:
-            delay_ms = (finish - now) * 1000
-            raise Unavailable(
-                f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
-                f"deadline: predicted completion in {delay_ms:.0f} ms (model '{self.name}')",
-                retry_after_s=finish - now,
-            )
 
     def _withdraw(self, item: Pending[Work]) -> None:
         with self._cond:

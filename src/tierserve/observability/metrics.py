@@ -60,7 +60,7 @@ class TierMetrics:
         return counter
 
 
-QueueSource = Callable[[], Iterable[tuple[str, int, dict[str, int], float | None]]]
+QueueSource = Callable[[], Iterable[tuple[str, int, str, dict[str, int], float | None]]]
 
 
 class _QueueCollector(Collector):
@@ -71,17 +71,19 @@ class _QueueCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
-            "tierserve_tier_queue_depth", "Requests waiting, per tier.", labels=["model", "version", "tier"]
+            "tierserve_tier_queue_depth",
+            "Requests waiting, per tier.",
+            labels=["model", "version", "pool", "tier"],
         )
         age = GaugeMetricFamily(
             "tierserve_queue_oldest_age_seconds",
             "Age of the oldest queued request (0 when the queue is empty).",
-            labels=["model", "version"],
+            labels=["model", "version", "pool"],
         )
-        for model, version, per_tier, oldest in self.source() if self.source else ():
+        for model, version, pool, per_tier, oldest in self.source() if self.source else ():
             for tier, n in per_tier.items():
-                depth.add_metric([model, str(version), tier], n)
-            age.add_metric([model, str(version)], oldest or 0.0)
+                depth.add_metric([model, str(version), pool, tier], n)
+            age.add_metric([model, str(version), pool], oldest or 0.0)
         return [depth, age]
 
 
@@ -116,29 +118,42 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        pool_labels = [*labels, "pool"]
         self.queue_seconds = Histogram(
             "tierserve_queue_duration_seconds",
             "Time a request waited in the queue before its batch started.",
-            labels,
+            pool_labels,
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.inference_seconds = Histogram(
             "tierserve_inference_duration_seconds",
             "Time the backend spent running one batch.",
-            labels,
+            pool_labels,
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "tierserve_batch_size",
             "Rows per executed batch.",
-            labels,
+            pool_labels,
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "tierserve_queue_depth", "Requests waiting in the queue.", labels, registry=self.registry
+            "tierserve_queue_depth", "Requests waiting in the queue.", pool_labels, registry=self.registry
+        )
+        self.pool_requests = Counter(
+            "tierserve_pool_requests",
+            "Requests served per pool and tier (where the router sent them).",
+            ["model", "pool", "tier"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "tierserve_cost",
+            "Cost accrued, in the currency of the pools' configured prices.",
+            ["model", "pool", "tier"],
+            registry=self.registry,
         )
         self.tier_requests = Counter(
             "tierserve_tier_requests",
@@ -170,29 +185,34 @@ class Metrics:
             self._tiers[key] = found
         return found
 
-    def for_model(self, name: str, version: int) -> ModelMetrics:
+    def for_model(self, name: str, version: int, pool: str) -> ModelMetrics:
         v = str(version)
         return ModelMetrics(
             success=self.requests.labels(name, v, "success"),
             failure=self.requests.labels(name, v, "failure"),
             rejected=self.requests.labels(name, v, "rejected"),
             request_seconds=self.request_seconds.labels(name, v),
-            queue_seconds=self.queue_seconds.labels(name, v),
-            inference_seconds=self.inference_seconds.labels(name, v),
-            batch_size=self.batch_size.labels(name, v),
-            queue_depth=self.queue_depth.labels(name, v),
+            queue_seconds=self.queue_seconds.labels(name, v, pool),
+            inference_seconds=self.inference_seconds.labels(name, v, pool),
+            batch_size=self.batch_size.labels(name, v, pool),
+            queue_depth=self.queue_depth.labels(name, v, pool),
         )
 
-    def forget_model(self, name: str, version: int, tiers: Iterable[str] = ()) -> None:
+    def record_route(self, model: str, pool: str, tier: str, cost: float) -> None:
+        self.pool_requests.labels(model, pool, tier).inc()
+        self.cost.labels(model, pool, tier).inc(cost)
+
+    def forget_model(
+        self, name: str, version: int, tiers: Iterable[str] = (), pools: Iterable[str] = ()
+    ) -> None:
         """Drop an unloaded model's series so that /metrics does not report it forever."""
         v = str(version)
-        families: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
-            (self.request_seconds, (name, v)),
-            (self.queue_seconds, (name, v)),
-            (self.inference_seconds, (name, v)),
-            (self.batch_size, (name, v)),
-            (self.queue_depth, (name, v)),
-        ]
+        families: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [(self.request_seconds, (name, v))]
+        for pool in pools:
+            families += [
+                (f, (name, v, pool))
+                for f in (self.queue_seconds, self.inference_seconds, self.batch_size, self.queue_depth)
+            ]
         families += [(self.requests, (name, v, status)) for status in ("success", "failure", "rejected")]
         for tier in tiers:
             self._tiers.pop((name, tier), None)

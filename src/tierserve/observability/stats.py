@@ -44,6 +44,7 @@ class ModelStats:
         self.compute_output = _Duration()
         self._batches: dict[int, _BatchStats] = {}
         self._tiers: dict[str, dict[str, _Duration]] = {}
+        self._pools: dict[str, dict[str, float]] = {}
 
     def record_batch(self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         with self._lock:
@@ -66,6 +67,13 @@ class ModelStats:
     def record_request(self, ok: bool, ns: int) -> None:
         with self._lock:
             (self.success if ok else self.fail).add(ns)
+
+    def record_pool(self, pool: str, rows: int, cost: float) -> None:
+        with self._lock:
+            counts = self._pools.setdefault(pool, {"requests": 0, "rows": 0, "cost": 0.0})
+            counts["requests"] += 1
+            counts["rows"] += rows
+            counts["cost"] += cost
 
     def record_tier(self, tier: str, outcome: str, ns: int) -> None:
         with self._lock:
@@ -103,4 +111,6 @@ class ModelStats:
                     tier: {outcome: d.as_dict() for outcome, d in sorted(outcomes.items())}
                     for tier, outcomes in sorted(self._tiers.items())
                 },
+                # Where the router sent requests, and what they cost (configured prices).
+                "pool_stats": {pool: dict(counts) for pool, counts in sorted(self._pools.items())},
             }

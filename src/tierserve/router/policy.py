@@ -64,8 +64,8 @@ def choose_pool(
         return Route(
             None,
             fastest.predicted_finish,
-            f"no pool is predicted to meet the deadline; fastest is '{fastest.pool}' "
-            f"in {(fastest.predicted_finish - now) * 1000:.0f} ms",
+            f"no pool is predicted to meet the deadline: predicted completion in "
+            f"{(fastest.predicted_finish - now) * 1000:.0f} ms at best (pool '{fastest.pool}')",
         )
     return Route(fastest.pool, fastest.predicted_finish, "best effort: fastest pool")
 

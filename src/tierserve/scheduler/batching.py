@@ -39,7 +39,7 @@ import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 
@@ -177,7 +177,7 @@ class BatchQueue(Generic[T]):
             return self.max_batch_size
         return self.estimator.max_rows_within(guard, self.max_batch_size)
 
-    def predict_finish(self, item: Pending[T], now: float, replicas_free_at: Sequence[float]) -> float:
+    def predict_finish(self, item: Pending[Any], now: float, replicas_free_at: Sequence[float]) -> float:
         """When ``item`` would finish if queued now: the work of its priority or higher ahead of
         it, in guard-sized batches on the replicas as they free up, then its own batch."""
         if not self.estimator.known:

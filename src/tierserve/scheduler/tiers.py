@@ -27,6 +27,7 @@ class Tier:
     target_s: float  # p99 latency target; for best-effort tiers used only to report attainment
     priority: int  # lower runs first
     miss_policy: MissPolicy
+    approximate: bool = False  # may be served by approximate variants (e.g. int8) when cheaper
 
     @property
     def rejects_late(self) -> bool:
@@ -38,6 +39,7 @@ class Tier:
             "target_ms": self.target_s * 1000,
             "priority": self.priority,
             "miss_policy": str(self.miss_policy),
+            "approximate": self.approximate,
         }
 
 
@@ -46,7 +48,7 @@ class Tier:
 DEFAULT_TIERS = (
     Tier("gold", 0.050, 0, MissPolicy.REJECT),
     Tier("silver", 0.150, 1, MissPolicy.REJECT),
-    Tier("bronze", 1.000, 2, MissPolicy.BEST_EFFORT),
+    Tier("bronze", 1.000, 2, MissPolicy.BEST_EFFORT, approximate=True),
 )
 
 
@@ -104,8 +106,8 @@ class TierTable:
 
     @classmethod
     def from_config(cls, raw: object) -> TierTable:
-        """``tiers: [{name, target_ms, priority, miss_policy}]`` plus optional ``default_tier``."""
-        if raw is None:
+        """``tiers: [{name, target_ms, priority, miss_policy, approximate}]`` and ``default_tier``."""
+        if not raw:
             return cls()
         if not isinstance(raw, Mapping):
             raise InvalidInput("the tier configuration must be a mapping")
@@ -127,8 +129,11 @@ def _parse_tier(entry: object) -> Tier:
         target_ms = float(entry["target_ms"])
         priority = int(entry["priority"])
         policy = MissPolicy(entry.get("miss_policy", "reject"))
+        approximate = entry.get("approximate", False)
+        if not isinstance(approximate, bool):
+            raise ValueError("approximate must be true or false")
     except (KeyError, ValueError, TypeError) as exc:
         raise InvalidInput(f"invalid tier {dict(entry)}: {exc}") from None
     if target_ms <= 0:
         raise InvalidInput(f"tier '{name}': target_ms must be positive")
-    return Tier(name, target_ms / 1000, priority, policy)
+    return Tier(name, target_ms / 1000, priority, policy, approximate)

@@ -1,0 +1,88 @@
+"""A model version deployed across pools: one runner (queue + replicas) per pool that serves it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tierserve.backends.base import Backend
+from tierserve.backends.onnx import OnnxBackend, OnnxOptions
+from tierserve.backends.quantize import compare, quantize_int8, sample_inputs
+from tierserve.engine.pools import PoolSpec
+from tierserve.engine.runner import ModelRunner
+from tierserve.errors import InvalidInput
+from tierserve.observability.stats import ModelStats
+from tierserve.repository.config import ModelConfig
+from tierserve.repository.signature import Signature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployment:
+    name: str
+    version: int
+    runners: dict[str, ModelRunner]  # by pool name, in the configured pool order
+    stats: ModelStats
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool -> how its variant was made
+
+    @property
+    def primary(self) -> ModelRunner:
+        """The runner that describes the model (metadata, config): the first exact one."""
+        exact = [r for r in self.runners.values() if not r.pool.approximate]
+        return (exact or list(self.runners.values()))[0]
+
+    @property
+    def signature(self) -> Signature:
+        return self.primary.signature
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.primary.max_batch_size
+
+    @property
+    def instances(self) -> int:
+        return sum(len(r.backends) for r in self.runners.values())
+
+    def stop(self) -> None:
+        for runner in self.runners.values():
+            runner.stop()
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """How a local pool runs one model: replicas and threads per replica."""
+
+    replicas: int
+    threads: int
+
+
+def local_plan(pool: PoolSpec, config: ModelConfig, cores: int) -> LocalPlan:
+    replicas = pool.replicas or config.instances
+    threads = pool.threads or config.intra_op_threads or max(1, cores // replicas)
+    return LocalPlan(replicas, threads)
+
+
+def onnx_backends(path: Path, plan: LocalPlan, config: ModelConfig) -> list[Backend]:
+    options = OnnxOptions(intra_op_threads=plan.threads, inter_op_threads=config.inter_op_threads)
+    return [OnnxBackend(path, options) for _ in range(plan.replicas)]
+
+
+def int8_backends(
+    source: Path, cache_dir: Path, plan: LocalPlan, config: ModelConfig, reference: Backend, threshold: float
+) -> tuple[list[Backend], dict[str, Any]]:
+    """The int8 variant's backends, or none when it fails the accuracy gate; and the gate's report."""
+    try:
+        variant = quantize_int8(source, cache_dir)
+    except Exception as exc:  # ORT's quantizer raises many kinds; the fp32 pools still serve
+        raise InvalidInput(f"int8 quantization failed: {exc}") from exc
+    backends = onnx_backends(variant, plan, config)
+    report = compare(reference, backends[0], sample_inputs(source.parent, reference.signature), threshold)
+    info: dict[str, Any] = {"kind": "onnx-cpu-int8", "file": variant.name, **report.describe()}
+    if not report.accepted:
+        for backend in backends:
+            backend.close()
+        return [], info
+    return backends, info
