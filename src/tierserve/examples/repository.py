@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from tierserve.backends.quantize import SAMPLES_FILE
 from tierserve.examples.basic import IDENTITY_DTYPES, build_identity, build_simple
-from tierserve.examples.minilm import build_minilm_onnx, minilm_assets_dir
+from tierserve.examples.minilm import build_minilm_onnx, minilm_assets_dir, tokenize
 from tierserve.repository.repository import CONFIG_FILE, MODEL_FILE
 
 MINILM = "all-minilm-l6-v2"
@@ -14,6 +17,18 @@ _CONFIGS = {
     "simple": "max_batch_size: 8\n",
     MINILM: "# 32 rows is where one core reaches its best items/s on this model.\nmax_batch_size: 32\n",
 }
+
+
+SAMPLE_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Gold requests are served first and held to their latency target.",
+    "A cheaper pool is chosen whenever it still meets the deadline.",
+    "Quantized weights make inference faster at a small cost in accuracy.",
+    "Where is the nearest train station?",
+    "The model returns one 384-dimensional embedding per sentence.",
+    "Heute regnet es in Berlin, morgen scheint die Sonne.",
+    "Batches grow only while every deadline in them can still be met.",
+]
 
 
 def write_example_repository(dest: Path, *, include_minilm: bool = True) -> list[str]:
@@ -28,9 +43,14 @@ def write_example_repository(dest: Path, *, include_minilm: bool = True) -> list
         names.append(name)
     if include_minilm:
         target = dest / MINILM / "1" / MODEL_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
         build_minilm_onnx(target)
         # The tokenizer travels with the model so that text endpoints can find it.
         (target.parent / "tokenizer.json").write_bytes((minilm_assets_dir() / "tokenizer.json").read_bytes())
+        # Real sentences judge an int8 variant far better than random token ids.
+        input_ids, attention_mask = tokenize(SAMPLE_SENTENCES)
+        with (target.parent / SAMPLES_FILE).open("wb") as f:
+            np.savez(f, input_ids=input_ids, attention_mask=attention_mask)
         names.append(MINILM)
     for name, text in _CONFIGS.items():
         if name in names:
