@@ -77,3 +77,29 @@ def write_slow_repository(root: Path, *, name: str = "slow", max_batch_size: int
     build_slow_model(root / name / "1" / "model.onnx")
     (root / name / "config.yaml").write_text(f"max_batch_size: {max_batch_size}\n")
     return root
+
+
+def build_mlp_model(path: Path, *, width: int = 256, seed: int = 0) -> None:
+    """A small float model that int8 quantization handles well: FP32 ``X [-1, width]`` through two
+    MatMul layers with a ReLU between to ``Y [-1, 16]``. Weights are seeded, so builds are identical."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(
+        (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "W1"
+    )
+    w2 = numpy_helper.from_array((rng.standard_normal((width, 16)) / np.sqrt(width)).astype(np.float32), "W2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["X", "W1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "W2"], ["Y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 16])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = _IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
