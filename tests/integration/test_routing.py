@@ -44,7 +44,11 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     (repo / "mlp" / "config.yaml").write_text("max_batch_size: 16\n")
     with start_server(repo, extra_args=["--state-dir", str(tmp_path / "remote-state")]) as remote:
         config = tmp_path / "server.yaml"
+        # Generous targets: this test is about where work goes, not about deadlines on a busy machine.
         config.write_text(
+            "tiers:\n"
+            "  - {name: gold, target_ms: 5000, priority: 0, miss_policy: reject}\n"
+            "  - {name: bronze, target_ms: 10000, priority: 2, miss_policy: best_effort, approximate: true}\n"
             "pools:\n"
             "  - {name: cpu, kind: onnx-cpu, cost_per_1k_requests: 3}\n"
             "  - {name: cpu-int8, kind: onnx-cpu-int8, cost_per_1k_requests: 1, accuracy_threshold: 0.98}\n"
