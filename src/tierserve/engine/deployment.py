@@ -27,6 +27,7 @@ class Deployment:
     runners: dict[str, ModelRunner]  # by pool name, in the configured pool order
     stats: ModelStats
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool -> how its variant was made
+    estimate_sources: dict[str, str] = field(default_factory=dict)  # pool -> profile file or warm-up sweep
 
     @property
     def primary(self) -> ModelRunner:

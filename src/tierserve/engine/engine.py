@@ -29,6 +29,7 @@ from tierserve.engine.warmup import warm_up
 from tierserve.errors import InferenceFailed, InvalidInput, ModelNotFound, TierserveError, Unavailable
 from tierserve.observability.metrics import Metrics
 from tierserve.observability.stats import ModelStats
+from tierserve.profiler.profile import load_profile, profile_path
 from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from tierserve.repository.repository import ModelRepository
 from tierserve.router.policy import choose_pool, retry_order
@@ -81,6 +82,7 @@ class Engine:
         pools: list[PoolSpec] | None = None,
         honour_tiers: bool = True,
         state_dir: Path = Path(".state"),
+        profiles_dir: Path | None = None,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
@@ -88,6 +90,7 @@ class Engine:
         self.pools = pools or default_pools()
         self.honour_tiers = honour_tiers
         self.state_dir = state_dir
+        self.profiles_dir = profiles_dir if profiles_dir is not None else state_dir / "profiles"
         self._models: dict[str, _Model] = {}
         self._states: dict[tuple[str, int], _Entry] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
@@ -186,7 +189,10 @@ class Engine:
                 if not backends:
                     continue
                 estimator = ServiceTimeEstimator()
-                warm_up(backends, max_batch_size, config.warmup_shape, estimator)
+                profile_file = profile_path(self.profiles_dir, name, version, pool.name)
+                profile = load_profile(profile_file).batches if profile_file.is_file() else None
+                source = warm_up(backends, max_batch_size, config.warmup_shape, estimator, profile)
+                deployment.estimate_sources[pool.name] = source
                 deployment.runners[pool.name] = ModelRunner(
                     name,
                     version,
@@ -315,6 +321,24 @@ class Engine:
             chosen = list(model.deployments.values())
         return [
             d.stats.as_triton(d.name, d.version) for d in sorted(chosen, key=lambda d: (d.name, d.version))
+        ]
+
+    def profiles(self) -> list[dict[str, object]]:
+        """The service-time estimate of every (model version, pool) as it stands, and its seed."""
+        return [
+            {
+                "model": d.name,
+                "version": d.version,
+                "pool": pool,
+                "kind": runner.pool.kind,
+                "seeded_from": d.estimate_sources.get(pool, "online only"),
+                "batches": {
+                    str(rows): {"mean_ms": round(mean * 1000, 4), "dev_ms": round(dev * 1000, 4)}
+                    for rows, (mean, dev) in runner.estimator.snapshot().items()
+                },
+            }
+            for d in sorted(self.deployments(), key=lambda d: (d.name, d.version))
+            for pool, runner in d.runners.items()
         ]
 
     def queue_snapshots(self) -> list[tuple[str, int, str, dict[str, int], float | None]]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
-
-import numpy as np
 
 from tierserve.backends.base import Backend
+from tierserve.profiler.profile import BatchTiming
+from tierserve.profiler.sweep import dummy_feeds, sweep
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 
 log = logging.getLogger(__name__)
@@ -18,40 +17,22 @@ def warm_up(
     max_batch_size: int,
     shapes: dict[str, tuple[int, ...]],
     estimator: ServiceTimeEstimator,
-) -> None:
-    """Run every backend once (lazy initialisation), then seed ``estimator`` with a sweep of batch
-    sizes 1, 2, 4, ... max_batch_size on the first: the scheduler needs service times from the start."""
-    sizes = [1]
-    while sizes[-1] * 2 <= max_batch_size:
-        sizes.append(sizes[-1] * 2)
-    if max_batch_size > sizes[-1]:
-        sizes.append(max_batch_size)
+    profile: dict[int, BatchTiming] | None = None,
+) -> str:
+    """Run every backend once (lazy initialisation), then seed ``estimator``: from ``profile`` (a
+    ``tierserve profile`` file) when given, else from a short sweep of batch sizes on the first backend.
+    The scheduler needs service times from the first request on. Returns where the seed came from."""
     try:
         for backend in backends:
             backend.run(dummy_feeds(backend, 1, shapes, batching=max_batch_size > 0))
-        for rows in sizes:
-            feeds = dummy_feeds(backends[0], rows, shapes, batching=max_batch_size > 0)
-            backends[0].run(dict(feeds))  # first run of a shape allocates; do not time it
-            for _ in range(2):
-                start = time.perf_counter()
-                backends[0].run(dict(feeds))
-                estimator.observe(rows, time.perf_counter() - start)
+        if profile is None:
+            profile = sweep(backends[0], max_batch_size, shapes, reps=2)
+            source = "warm-up sweep"
+        else:
+            source = "profile file"
     except Exception as exc:  # a model that cannot run on zeros still serves; it learns online instead
         log.warning("warm-up of %s failed (%s); service times will be learnt online", backends[0].kind, exc)
-
-
-def dummy_feeds(
-    backend: Backend, rows: int, shapes: dict[str, tuple[int, ...]], *, batching: bool
-) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    for spec in backend.signature.inputs:
-        dims = spec.shape[1:] if batching else spec.shape
-        given = iter(shapes.get(spec.name, ()))
-        shape = tuple(next(given, 1) if dim == -1 else dim for dim in dims)
-        if batching:
-            shape = (rows, *shape)
-        if spec.datatype.kind == "bytes":
-            feeds[spec.name] = np.full(shape, b"", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy)
-    return feeds
+        return "online only"
+    for rows, timing in profile.items():
+        estimator.seed(rows, timing.mean_ms / 1000, max(timing.std_ms, timing.p95_ms - timing.mean_ms) / 1000)
+    return source

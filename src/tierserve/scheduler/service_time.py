@@ -41,6 +41,12 @@ class ServiceTimeEstimator:
         point.dev += self.beta * (abs(seconds - point.mean) - point.dev)
         point.mean += self.alpha * (seconds - point.mean)
 
+    def seed(self, rows: int, mean: float, dev: float) -> None:
+        """Start (or restart) the estimate for ``rows`` from a profile's mean and spread."""
+        if rows not in self._points:
+            bisect.insort(self._sizes, rows)
+        self._points[rows] = _Point(mean, dev)
+
     def mean(self, rows: int) -> float:
         return self._interpolate(rows, lambda p: p.mean)
 

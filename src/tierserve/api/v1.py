@@ -1,0 +1,24 @@
+"""tierserve's own ``/v1`` routes beyond jobs: profiles and (read-only) operational state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tierserve.api.responses import json_response
+
+if TYPE_CHECKING:
+    from tierserve.api.app import AppState
+
+router = APIRouter()
+
+
+@router.get("/v1/profiles", tags=["profiles"])
+async def profiles(request: Request) -> Response:
+    """Service time per batch size for every model version on every pool: the online estimate (EWMA of
+    observed batches) and what seeded it (a `tierserve profile` file or the load-time sweep)."""
+    state: AppState = request.app.state.tierserve
+    return json_response({"profiles": state.engine.profiles()})
