@@ -119,6 +119,7 @@ class BatchQueue(Generic[T]):
         self._live = 0
         self._seq = itertools.count()
         self._last_aged_batch = -math.inf
+        self._cap_cache: tuple[tuple[float, int] | None, int] = (None, 0)
 
     def __len__(self) -> int:
         return self._live
@@ -175,7 +176,10 @@ class BatchQueue(Generic[T]):
         guard = self._guard_s(now)
         if guard is None or not self.estimator.known:
             return self.max_batch_size
-        return self.estimator.max_rows_within(guard, self.max_batch_size)
+        key = (guard, self.estimator.version)
+        if self._cap_cache[0] != key:
+            self._cap_cache = (key, self.estimator.max_rows_within(guard, self.max_batch_size))
+        return self._cap_cache[1]
 
     def predict_finish(self, item: Pending[Any], now: float, replicas_free_at: Sequence[float]) -> float:
         """When ``item`` would finish if queued now: the work of its priority or higher ahead of
@@ -186,8 +190,12 @@ class BatchQueue(Generic[T]):
         if not self.batching:
             ahead = sum(level.live for p, level in self._levels.items() if p <= item.priority)
         cap = self.batch_rows_cap(now)
-        free = sorted(max(now, t) for t in replicas_free_at) or [now]
         remaining = ahead + item.rows
+        # Only the replicas that free up first can take the batches up to this one: with many replicas
+        # (the simulator's fleets), looking at those few keeps a prediction cheap.
+        batches = -(-remaining // cap)
+        free = [max(now, t) for t in heapq.nsmallest(batches, replicas_free_at)] or [now]
+        heapq.heapify(free)
         finish = now
         while remaining > 0:
             take = min(cap, remaining)

@@ -27,12 +27,14 @@ class ServiceTimeEstimator:
         self.margin = margin
         self._points: dict[int, _Point] = {}
         self._sizes: list[int] = []
+        self.version = 0  # bumped on every change, so that callers can cache what they derive
 
     @property
     def known(self) -> bool:
         return bool(self._points)
 
     def observe(self, rows: int, seconds: float) -> None:
+        self.version += 1
         point = self._points.get(rows)
         if point is None:
             self._points[rows] = _Point(seconds, seconds / 4)
@@ -43,6 +45,7 @@ class ServiceTimeEstimator:
 
     def seed(self, rows: int, mean: float, dev: float) -> None:
         """Start (or restart) the estimate for ``rows`` from a profile's mean and spread."""
+        self.version += 1
         if rows not in self._points:
             bisect.insort(self._sizes, rows)
         self._points[rows] = _Point(mean, dev)
