@@ -1,0 +1,1 @@
+"""Fleet simulator: the live scheduler, router and autoscaler objects driven by a virtual clock."""

@@ -1,0 +1,262 @@
+"""The discrete-event loop: arrivals, batch ends, replica boots and autoscaler ticks, in virtual time.
+
+Per arrival it does what the server does: ask every pool for its ``PoolOption`` (the live
+``BatchQueue.predict_finish`` over the pool's replicas), let the live router pick (``choose_pool``),
+queue the request in the pool's ``BatchQueue``, and start batches on idle replicas with the live
+``next_batch`` (which also drops what can no longer make its deadline). Every ``tick_s`` the live
+``Autoscaler`` sees each pool and its recommendation is applied, new replicas serving only after
+their pool's provisioning delay. Same inputs and seed, same result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimits
+from tierserve.router.policy import choose_pool
+from tierserve.scheduler.batching import Pending
+from tierserve.scheduler.tiers import Tier, TierChoice
+from tierserve.sim.fleet import SimPool, SimPoolSpec, hourly_cost
+from tierserve.sim.traces import Trace
+
+_COMPLETE, _WAKE, _READY, _TICK = range(4)
+ROUTING_MARGIN = 0.1  # as the server: predictions must land this share of the budget early
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    pools: list[SimPoolSpec]
+    tiers: list[Tier]
+    honour_tiers: bool = True  # False: FIFO, nothing rejected early (the baselines' scheduling)
+    autoscale: str = "slo"  # "slo" (tierserve), "utilisation" (reactive baseline), "fixed"
+    tick_s: float = 10.0
+    seed: int = 0
+    name: str = "tierserve"
+
+
+@dataclass
+class SimResult:
+    name: str
+    requests: int
+    latency: np.ndarray  # seconds; NaN when rejected
+    tiers: np.ndarray
+    tier_names: tuple[str, ...]
+    targets: tuple[float, ...]
+    pool_of: np.ndarray  # pool index per request, -1 when rejected
+    pool_names: tuple[str, ...]
+    cost: float
+    cost_by_pool: dict[str, float]
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    utilisation: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        per_tier = {}
+        for i, name in enumerate(self.tier_names):
+            mine = self.tiers == i
+            n = int(mine.sum())
+            lat = self.latency[mine]
+            served = lat[~np.isnan(lat)]
+            per_tier[name] = {
+                "requests": n,
+                "attainment": float((served <= self.targets[i]).sum() / n) if n else 1.0,
+                "rejected": float(np.isnan(lat).sum() / n) if n else 0.0,
+                "p50_ms": float(np.percentile(served, 50) * 1000) if len(served) else None,
+                "p99_ms": float(np.percentile(served, 99) * 1000) if len(served) else None,
+            }
+        served_by_pool = {p: int((self.pool_of == i).sum()) for i, p in enumerate(self.pool_names)}
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "cost": round(self.cost, 6),
+            "cost_per_1m_requests": round(self.cost / self.requests * 1e6, 4) if self.requests else 0.0,
+            "cost_by_pool": {k: round(v, 6) for k, v in self.cost_by_pool.items()},
+            "served_by_pool": served_by_pool,
+            "utilisation": {k: round(v, 4) for k, v in self.utilisation.items()},
+            "tiers": per_tier,
+        }
+
+
+def simulate(config: SimConfig, trace: Trace) -> SimResult:
+    return _Simulation(config, trace).run()
+
+
+class _Simulation:
+    def __init__(self, config: SimConfig, trace: Trace) -> None:
+        self.config = config
+        self.trace = trace
+        rng = np.random.default_rng(config.seed)
+        self.pools = [
+            SimPool(spec, config.honour_tiers, np.random.default_rng(rng.integers(2**63)))
+            for spec in config.pools
+        ]
+        by_name = {t.name: t for t in config.tiers}
+        self.tiers = [by_name[name] for name in trace.tier_names]
+        self.choices = [TierChoice(t, t.target_s) for t in self.tiers]
+        n = len(trace)
+        self.latency = np.full(n, np.nan)
+        self.pool_of = np.full(n, -1, dtype=np.int32)
+        self.events: list[tuple[float, int, int, int, Any]] = []
+        self.seq = itertools.count()
+        limits = {
+            spec.name: ScalingLimits(min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
+                                     provisioning_delay_s=spec.provisioning_delay_s)
+            for spec in config.pools
+        }  # fmt: skip
+        self.autoscaler = Autoscaler(limits)
+        self.window_latency: list[list[tuple[int, float]]] = [[] for _ in self.pools]
+        self.timeline: list[dict[str, Any]] = []
+        self.window_arrivals = 0
+        self.pool_index = {pool.spec.name: k for k, pool in enumerate(self.pools)}
+
+    def push(self, time: float, kind: int, pool: int, payload: Any = None) -> None:
+        heapq.heappush(self.events, (time, next(self.seq), kind, pool, payload))
+
+    def run(self) -> SimResult:
+        arrivals, tiers = self.trace.arrivals, self.trace.tiers
+        end = self.trace.duration_s
+        if self.config.autoscale != "fixed":
+            self.push(self.config.tick_s, _TICK, -1)
+        i, n = 0, len(arrivals)
+        events = self.events
+        while i < n or events:
+            if i < n and (not events or arrivals[i] <= events[0][0]):
+                self.arrive(i, float(arrivals[i]), int(tiers[i]))
+                i += 1
+                continue
+            time, _, kind, p, payload = heapq.heappop(events)
+            if kind == _COMPLETE:
+                self.complete(p, payload, time)
+            elif kind == _WAKE:
+                self.dispatch(p, time)
+            elif kind == _READY:
+                self.pools[p].replica_ready(payload, time)
+                self.dispatch(p, time)
+            elif kind == _TICK and (i < n or any(len(p.queue) for p in self.pools)):
+                self.tick(time)
+                if time < end:
+                    self.push(time + self.config.tick_s, _TICK, -1)
+        stop = max(end, max((p.alive_since for p in self.pools), default=0.0))
+        for pool in self.pools:
+            pool.account(stop)
+        costs = {p.spec.name: hourly_cost(p) for p in self.pools}
+        return SimResult(
+            name=self.config.name,
+            requests=n,
+            latency=self.latency,
+            tiers=tiers,
+            tier_names=self.trace.tier_names,
+            targets=tuple(t.target_s for t in self.tiers),
+            pool_of=self.pool_of,
+            pool_names=tuple(p.spec.name for p in self.pools),
+            cost=sum(costs.values()),
+            cost_by_pool=costs,
+            timeline=self.timeline,
+            utilisation={p.spec.name: p.busy_seconds / p.replica_seconds if p.replica_seconds else 0.0
+                         for p in self.pools},
+        )  # fmt: skip
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def arrive(self, index: int, now: float, tier_index: int) -> None:
+        self.window_arrivals += 1
+        choice = self.choices[tier_index]
+        tier = choice.tier
+        options = []
+        for pool in self.pools:
+            option = pool.option(1, choice, now, pool.cost_per_item())
+            if option is not None:
+                options.append(option)
+        route = choose_pool(
+            options,
+            now=now,
+            deadline=now + choice.budget_s,
+            margin_s=ROUTING_MARGIN * choice.budget_s,
+            reject_late=self.config.honour_tiers and tier.rejects_late,
+            allow_approximate=tier.approximate,
+        )
+        if route.pool is None:
+            return  # rejected at once: latency stays NaN
+        p = self.pool_index[route.pool]
+        pool = self.pools[p]
+        item = Pending(payload=index, rows=1, batch_key=None, arrival=now)
+        if self.config.honour_tiers:
+            item.priority, item.deadline, item.reject_late = (
+                tier.priority,
+                now + choice.budget_s,
+                tier.rejects_late,
+            )
+        try:
+            pool.queue.push(item, now)  # an evicted request simply stays rejected (NaN)
+        except Exception:  # QueueFull: rejected
+            return
+        self.dispatch(p, now)
+
+    def dispatch(self, p: int, now: float) -> None:
+        pool = self.pools[p]
+        while pool.idle > 0 and len(pool.queue):
+            step = pool.queue.next_batch(now)
+            if step.batch is None:
+                if step.wake_at is not None:
+                    self.push(step.wake_at, _WAKE, p)
+                return
+            indices = [item.payload for item in step.batch.items]
+            end = pool.start_batch(now, step.batch.rows)
+            pool.requests += len(indices)
+            self.push(end, _COMPLETE, p, indices)
+
+    def complete(self, p: int, indices: list[int], now: float) -> None:
+        pool = self.pools[p]
+        pool.finish_batch()
+        arrivals = self.trace.arrivals
+        window = self.window_latency[p]
+        for index in indices:
+            latency = now - float(arrivals[index])
+            self.latency[index] = latency
+            self.pool_of[index] = p
+            window.append((int(self.trace.tiers[index]), latency))
+        self.dispatch(p, now)
+
+    def tick(self, now: float) -> None:
+        row: dict[str, Any] = {"t": round(now, 3), "arrival_rate": self.window_arrivals / self.config.tick_s}
+        self.window_arrivals = 0
+        for p, pool in enumerate(self.pools):
+            ready = pool.ready
+            utilisation = min(1.0, pool.window_busy / (max(ready, 1) * self.config.tick_s))
+            pool.window_busy = 0.0
+            p95_ratio = self._p95_ratio(self.window_latency[p])
+            self.window_latency[p] = []
+            oldest = pool.queue.oldest_arrival()
+            tight = min((t.target_s for t in self.tiers if t.rejects_late), default=1.0)
+            queue_ratio = 0.0 if oldest is None else (now - oldest) / tight
+            row[pool.spec.name] = {
+                "ready": ready,
+                "starting": len(pool.starting),
+                "utilisation": round(utilisation, 3),
+                "p95_ratio": round(p95_ratio, 3),
+            }
+            if self.config.autoscale == "utilisation":
+                p95_ratio = queue_ratio = 0.0  # the reactive baseline looks at utilisation only
+            obs = PoolObservation(
+                pool.spec.name, ready, len(pool.starting), utilisation, p95_ratio, queue_ratio
+            )
+            rec = self.autoscaler.recommend(obs, now)
+            if rec.desired != rec.current:
+                for ready_at in pool.scale_to(rec.desired, now):
+                    self.push(ready_at, _READY, p, ready_at)
+            row[pool.spec.name]["desired"] = rec.desired
+        self.timeline.append(row)
+
+    def _p95_ratio(self, window: list[tuple[int, float]]) -> float:
+        worst = 0.0
+        for i, tier in enumerate(self.tiers):
+            if not tier.rejects_late:
+                continue
+            lat = [latency for t, latency in window if t == i]
+            if len(lat) >= 5:
+                worst = max(worst, float(np.percentile(lat, 95)) / tier.target_s)
+        return worst
