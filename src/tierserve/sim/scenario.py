@@ -113,7 +113,9 @@ def run_fixed_sized_for_gold(s: Scenario, spec: SimPoolSpec, name: str) -> tuple
         gold = min(s.tiers, key=lambda t: t.priority).name
         return bool(result.summary()["tiers"][gold]["attainment"] >= GOLD_GOAL)
 
-    return _smallest(run, meets, spec.max_replicas)
+    result, n = _smallest(run, meets, spec.max_replicas)
+    log.info("%s: %d replicas", name, n)
+    return result, n
 
 
 def _smallest(
@@ -136,7 +138,6 @@ def _smallest(
             best = (result, mid)
         else:
             lo = mid + 1
-    log.info("%s: %d replicas", best[0].name, best[1])
     return best
 
 
