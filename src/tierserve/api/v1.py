@@ -22,3 +22,10 @@ async def profiles(request: Request) -> Response:
     observed batches) and what seeded it (a `tierserve profile` file or the load-time sweep)."""
     state: AppState = request.app.state.tierserve
     return json_response({"profiles": state.engine.profiles()})
+
+
+@router.get("/v1/autoscale", tags=["autoscaling"])
+async def autoscale(request: Request) -> Response:
+    """The autoscaler's latest recommendation per pool, what it observed, and why."""
+    state: AppState = request.app.state.tierserve
+    return json_response(state.autoscaler.describe())

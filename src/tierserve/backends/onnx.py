@@ -46,6 +46,8 @@ class OnnxBackend:
     def __init__(self, path: Path, options: OnnxOptions) -> None:
         import onnxruntime as ort
 
+        self.path = path
+        self.options = options
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = options.inter_op_threads

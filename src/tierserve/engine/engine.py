@@ -437,6 +437,7 @@ class Engine:
                 log.info("retrying %s after %s failed: %s", deployment.name, route.pool, exc.message)
                 continue
             runner.breaker.record_success(self._clock())
+            runner.observe_latency(choice.tier.name, self._clock() - arrival)
             cost = runner.cost_per_item(prepared.rows) * prepared.rows
             deployment.stats.record_pool(route.pool, prepared.rows, cost)
             self.metrics.record_route(deployment.name, route.pool, choice.tier.name, cost)

@@ -33,8 +33,8 @@ class PoolSpec:
     kind: str
     replicas: int | None = None  # local pools: default the model's ``instances``
     threads: int | None = None  # local CPU pools: intra-op threads per replica
-    cost_per_hour: float = 0.0
-    cost_per_1k_requests: float = 0.0
+    cost_per_hour: float = 0.0  # price of one replica (an instance, a GPU) per hour
+    cost_per_1k_requests: float = 0.0  # price per request of a rented endpoint
     rtt_ms: float = 0.0  # expected network round trip, added to predictions
     concurrency: int = 4  # remote: requests in flight at once
     endpoints: tuple[str, ...] = ()

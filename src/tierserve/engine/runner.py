@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -82,14 +83,50 @@ class ModelRunner:
         self._busy_until = [-math.inf] * len(self.backends)
         self._cond = threading.Condition()
         self._stopping = False
-        self._threads = [
-            threading.Thread(
-                target=self._replica_loop, args=(i,), name=f"{name}-v{version}-{pool.name}-r{i}", daemon=True
-            )
-            for i in range(len(self.backends))
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._retired: set[int] = set()
+        self._threads: list[threading.Thread] = []
+        # What the autoscaler reads and resets every tick.
+        self._window_busy_s = 0.0
+        self._window_latency: deque[tuple[str, float]] = deque(maxlen=10_000)
+        for i in range(len(self.backends)):
+            self._start_thread(i)
+
+    def _start_thread(self, replica: int) -> None:
+        name = f"{self.name}-v{self.version}-{self.pool.name}-r{replica}"
+        thread = threading.Thread(target=self._replica_loop, args=(replica,), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    @property
+    def replicas(self) -> int:
+        return len(self.backends) - len(self._retired)
+
+    def resize(self, replicas: int, make_backend: Callable[[], Backend]) -> None:
+        """Grow with new backends from ``make_backend``, or retire the newest replicas (each leaves
+        once its current batch is done)."""
+        while self.replicas < replicas:
+            backend = make_backend()
+            with self._cond:
+                self.backends.append(backend)
+                self._busy_until.append(-math.inf)
+                index = len(self.backends) - 1
+            self._start_thread(index)
+        with self._cond:
+            live = [i for i in range(len(self.backends)) if i not in self._retired]
+            for i in live[replicas:] if replicas >= 1 else live[1:]:
+                self._retired.add(i)
+            self._cond.notify_all()
+
+    def observe_latency(self, tier: str, seconds: float) -> None:
+        self._window_latency.append((tier, seconds))
+
+    def take_window(self) -> tuple[float, list[tuple[str, float]]]:
+        """Busy replica-seconds and served latencies since the last call."""
+        with self._cond:
+            busy, self._window_busy_s = self._window_busy_s, 0.0
+        latencies = list(self._window_latency)
+        self._window_latency.clear()
+        return busy, latencies
 
     @property
     def queue_depth(self) -> int:
@@ -102,12 +139,12 @@ class ModelRunner:
             return self._queue.depth_by_priority(), None if oldest is None else self._clock() - oldest
 
     def cost_per_item(self, rows: int = 1) -> float:
-        """What one item costs here: a share of the pool's hourly price by the machine time a batch
-        of the usual size takes per item, or the rented endpoint's price per request."""
+        """What one item costs here: a replica's hourly price times the replica time an item takes in a
+        batch of the usual size, plus the rented endpoint's price per request."""
         cost = self.pool.cost_per_1k_requests / 1000
         if self.pool.cost_per_hour and self.estimator.known:
             batch = max(rows, self._queue.batch_rows_cap(self._clock()) if self.max_batch_size else 1)
-            cost += self.pool.cost_per_hour / 3600 * self.estimator.mean(batch) / batch / len(self.backends)
+            cost += self.pool.cost_per_hour / 3600 * self.estimator.mean(batch) / batch
         return cost
 
     def option(self, rows: int, choice: TierChoice, now: float) -> PoolOption:
@@ -117,7 +154,7 @@ class ModelRunner:
             probe.priority = choice.tier.priority
         with self._cond:
             finish = self._queue.predict_finish(probe, now, self._busy_until) + self.pool.rtt_ms / 1000
-            load = len(self._queue) / len(self.backends)
+            load = len(self._queue) / max(1, self.replicas)
         available = self.breaker.allows(now) and self.backends[0].available()
         return PoolOption(
             self.pool.name, finish, self.cost_per_item(rows), load, self.pool.approximate, available
@@ -168,7 +205,8 @@ class ModelRunner:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout_s)
-        for backend in {id(b): b for b in self.backends}.values():  # replicas may share one client
+        live = [b for i, b in enumerate(self.backends) if i not in self._retired]
+        for backend in {id(b): b for b in live}.values():  # replicas may share one client
             backend.close()
 
     # -- internals -----------------------------------------------------------------------------
@@ -183,6 +221,13 @@ class ModelRunner:
         while True:
             with self._cond:
                 while True:
+                    if replica in self._retired:
+                        self._busy_until[replica] = math.inf  # never free again, for predictions
+                        if all(
+                            b is not backend for i, b in enumerate(self.backends) if i not in self._retired
+                        ):
+                            backend.close()
+                        return
                     now = self._clock()
                     step = self._queue.next_batch(now)
                     for dropped in step.dropped:
@@ -210,6 +255,7 @@ class ModelRunner:
                 self._busy_until[replica] = -math.inf
                 if seconds is not None:
                     self.estimator.observe(batch.rows, seconds)
+                    self._window_busy_s += seconds
 
     def _run(self, backend: Backend, works: list[Work], rows: list[int]) -> float | None:
         """Run one batch and resolve its futures; return the backend's run time in seconds."""

@@ -169,6 +169,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.desired_replicas = Gauge(
+            "tierserve_desired_replicas",
+            "Replicas the autoscaler recommends per pool (scale on this with KEDA or an HPA).",
+            ["pool"],
+            registry=self.registry,
+        )
         self._tiers: dict[tuple[str, str], TierMetrics] = {}
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
