@@ -63,3 +63,5 @@ class RateLimited(Unavailable):
 
 class InferenceFailed(TierserveError):
     status_code = 500
+    # Whether the backend is to blame (counts against its circuit breaker) rather than the request.
+    blames_backend = True

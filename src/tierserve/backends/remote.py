@@ -41,6 +41,14 @@ class RemoteUnavailable(InferenceFailed):
     status_code = 503
 
 
+class NotRepresentable(InferenceFailed):
+    """The batch cannot travel to this peer as JSON (infinities, bytes that are not UTF-8): it goes
+    to another pool, and the peer is not blamed for it."""
+
+    status_code = 503
+    blames_backend = False
+
+
 @dataclass
 class _Endpoint:
     url: str
@@ -108,8 +116,12 @@ class RemoteBackend:
         raise RemoteUnavailable(f"no healthy endpoint for model '{self._model}'")
 
     async def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Encode before taking an endpoint: a half-open breaker's probe must end in an outcome.
+        binary = all(e.binary for e in self._endpoints)
+        body, headers = encode_request(self.signature, feeds, binary=binary)
         endpoint = self._pick()
-        body, headers = encode_request(self.signature, feeds, binary=endpoint.binary)
+        if endpoint.binary != binary:
+            body, headers = encode_request(self.signature, feeds, binary=endpoint.binary)
         url = f"{endpoint.url}/v2/models/{self._model}/infer"
         try:
             response = await self._client.post(url, content=body, headers=headers)
@@ -128,7 +140,8 @@ class RemoteBackend:
 
     async def _check(self, endpoint: _Endpoint) -> None:
         try:
-            ready = await self._client.get(f"{endpoint.url}/v2/health/ready", timeout=2.0)
+            # The model's own readiness: a server can be "ready" with the model missing (MLServer).
+            ready = await self._client.get(f"{endpoint.url}/v2/models/{self._model}/ready", timeout=2.0)
             endpoint.healthy = ready.status_code == 200
             if endpoint.healthy:
                 meta = await self._client.get(f"{endpoint.url}/v2", timeout=2.0)
@@ -164,7 +177,7 @@ def encode_request(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = [x.decode() if isinstance(x, bytes) else x for x in array.ravel().tolist()]
+            entry["data"] = _json_data(spec.name, array)
         inputs.append(entry)
     doc = {"inputs": inputs, "parameters": {"binary_data_output": binary}}
     header = orjson.dumps(doc)
@@ -198,3 +211,16 @@ def decode_response(body: bytes, header_length: str | None) -> dict[str, np.ndar
         else:
             outputs[output["name"]] = np.asarray(output["data"], dtype=datatype.numpy).reshape(shape)
     return outputs
+
+
+def _json_data(name: str, array: np.ndarray) -> list[Any]:
+    """Tensor data as JSON values, refusing what JSON would change (inf becomes null, then NaN)."""
+    if array.dtype.kind == "f" and np.isinf(array).any():
+        raise NotRepresentable(f"input '{name}' holds infinities, which JSON tensors cannot carry")
+    if array.dtype.kind == "O":
+        try:
+            return [x.decode() if isinstance(x, bytes) else x for x in array.ravel().tolist()]
+        except UnicodeDecodeError:
+            raise NotRepresentable(f"input '{name}' holds bytes that are not UTF-8 text") from None
+    data: list[Any] = array.ravel().tolist()
+    return data

@@ -428,7 +428,7 @@ class Engine:
             try:
                 outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
             except (InferenceFailed, Unavailable) as exc:
-                if isinstance(exc, InferenceFailed):
+                if isinstance(exc, InferenceFailed) and exc.blames_backend:
                     runner.breaker.record_failure(self._clock())
                 failed.add(route.pool)
                 last_error = exc
