@@ -145,6 +145,7 @@ class BatchQueue(Generic[T]):
         heapq.heappush(level.heap, (item.deadline, item.seq, item))
         self._count(level, item, +1)
         if item.reject_late:
+            self._cap_cache = (None, 0)  # the guard may tighten
             budget = item.deadline - item.arrival
             recent = now - level.last_arrival <= self.activity_window_s
             level.budget_s = min(level.budget_s, budget) if recent else budget
@@ -173,12 +174,14 @@ class BatchQueue(Generic[T]):
         """The most rows a batch may take now (max_batch_size, limited by the guard)."""
         if not self.batching:
             return 1
-        guard = self._guard_s(now)
-        if guard is None or not self.estimator.known:
-            return self.max_batch_size
-        key = (guard, self.estimator.version)
-        if self._cap_cache[0] != key:
-            self._cap_cache = (key, self.estimator.max_rows_within(guard, self.max_batch_size))
+        key = (now, self.estimator.version)
+        if self._cap_cache[0] != key:  # asked several times per request at one instant: compute once
+            guard = self._guard_s(now)
+            if guard is None or not self.estimator.known:
+                cap = self.max_batch_size
+            else:
+                cap = self.estimator.max_rows_within(guard, self.max_batch_size)
+            self._cap_cache = (key, cap)
         return self._cap_cache[1]
 
     def predict_finish(self, item: Pending[Any], now: float, replicas_free_at: Sequence[float]) -> float:

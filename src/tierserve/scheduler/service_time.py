@@ -58,13 +58,17 @@ class ServiceTimeEstimator:
         return self._interpolate(rows, lambda p: p.mean + self.margin * p.dev)
 
     def max_rows_within(self, seconds: float, limit: int) -> int:
-        """Largest row count in 1..limit predicted to finish within ``seconds`` (at least 1)."""
-        best = 1
-        for rows in range(2, limit + 1):
-            if self.predict(rows) > seconds:
-                break
-            best = rows
-        return best
+        """Largest row count in 1..limit predicted to finish within ``seconds`` (at least 1).
+
+        Service time grows with rows, so a binary search finds it in a few predictions."""
+        lo, hi = 1, limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.predict(mid) <= seconds:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def snapshot(self) -> dict[int, tuple[float, float]]:
         return {rows: (p.mean, p.dev) for rows, p in sorted(self._points.items())}
