@@ -55,6 +55,26 @@ def _parser() -> argparse.ArgumentParser:
         choices=["tiers", "fifo"],
         help="tiers: priority + deadlines (default); fifo: ignore tiers (a baseline)",
     )
+    serve.add_argument(
+        "--autoscale",
+        choices=["off", "recommend", "local"],
+        help="recommend (default): publish tierserve_desired_replicas and GET /v1/autoscale; "
+        "local: also grow and shrink local CPU pools within this host's cores",
+    )
+    serve.add_argument(
+        "--profiles",
+        type=Path,
+        dest="profiles_dir",
+        help="profile files from `tierserve profile` (default <state-dir>/profiles)",
+    )
+    serve.add_argument(
+        "--state-dir", type=Path, help="directory of the embedded stores, e.g. jobs.db (default .state)"
+    )
+    serve.add_argument(
+        "--database",
+        help="job store: postgresql://... to share jobs between servers, or sqlite:///PATH "
+        "(default: SQLite in --state-dir)",
+    )
     serve.set_defaults(handler=_serve)
 
     examples = commands.add_parser(
@@ -66,6 +86,35 @@ def _parser() -> argparse.ArgumentParser:
     examples.add_argument("directory", type=Path, metavar="DIR")
     examples.add_argument("--no-minilm", action="store_true", help="skip the 90 MB sentence encoder")
     examples.set_defaults(handler=_example_models)
+
+    profile = commands.add_parser(
+        "profile",
+        help="measure service time per batch size on every pool",
+        description="Sweep batch sizes 1, 2, 4, ... max_batch_size of each model version on each pool "
+        "of the server config and write <out>/<model>/<version>/<pool>.json (mean, p50, p95, std). "
+        "`tierserve serve` seeds its estimates from these files and refines them online.",
+    )
+    profile.add_argument("--model-repository", type=Path, required=True)
+    profile.add_argument("--model", action="append", default=[], help="profile only this model (repeatable)")
+    profile.add_argument("--config", type=Path, dest="config_file", help="server YAML with the pools")
+    profile.add_argument("--state-dir", type=Path, help="where int8 variants are cached (default .state)")
+    profile.add_argument("--out", type=Path, help="profile directory (default <state-dir>/profiles)")
+    profile.add_argument("--reps", type=int, default=20, help="timed runs per batch size (default 20)")
+    profile.set_defaults(handler=_profile)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the routing, scheduling and autoscaling policy over a simulated fleet",
+        description="Drive the server's own scheduler, router and autoscaler with a virtual clock over a "
+        "scenario (trace + pools with profiles, costs and provisioning delays), beside baselines "
+        "(fixed cheapest fleet, fixed GPU fleet, reactive autoscaling). Writes simulation.json and "
+        "simulation.html to --out.",
+    )
+    simulate.add_argument("--scenario", type=Path, required=True, help="scenario YAML (see deploy/sim/)")
+    simulate.add_argument("--out", type=Path, default=Path("sim-results"), help="report directory")
+    simulate.add_argument("--seed", type=int, help="override the scenario's seed")
+    simulate.add_argument("--no-baselines", action="store_true", help="simulate tierserve's policy only")
+    simulate.set_defaults(handler=_simulate)
     return parser
 
 
@@ -81,11 +130,54 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         config_file=args.config_file,
         scheduling=args.scheduling,
+        state_dir=args.state_dir,
+        database=args.database,
+        profiles_dir=args.profiles_dir,
+        autoscale=args.autoscale,
     )
     if not settings.model_repository.is_dir():
         print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)
         return 2
     run(settings)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from tierserve.config import ServerSettings
+    from tierserve.profiler.command import run_profile
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = ServerSettings.from_env(
+        model_repository=args.model_repository, config_file=args.config_file, state_dir=args.state_dir
+    )
+    out = args.out or settings.state_dir / "profiles"
+    for p in run_profile(settings, args.model, out, args.reps):
+        sizes = ", ".join(f"{rows}: {t.p50_ms:.2f}" for rows, t in sorted(p.batches.items()))
+        print(f"{p.model} v{p.version} on {p.pool} ({p.kind}) p50 ms by batch size: {sizes}")
+    print(f"profiles written to {out}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from tierserve.sim import report
+    from tierserve.sim.scenario import load_scenario, run_all
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    scenario = load_scenario(args.scenario, seed=args.seed)
+    started = time.perf_counter()
+    outcome = run_all(scenario, baselines=not args.no_baselines)
+    doc = report.summarise(outcome["results"], outcome["fixed_sizes"])
+    doc["scenario"] = str(args.scenario)
+    doc["seed"] = scenario.seed
+    doc["wall_s"] = round(time.perf_counter() - started, 2)
+    paths = report.write(
+        args.out, doc, outcome["results"]["tierserve"].timeline, f"tierserve simulate: {args.scenario}"
+    )
+    print(report.table(doc))
+    written = ", ".join(map(str, paths))
+    print(f"{len(scenario.trace)} requests per run, {doc['wall_s']} s in all; wrote {written}")
     return 0
 
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from tierserve.errors import InvalidInput
+
 _ENV_PREFIX = "TIERSERVE_"
 
 
@@ -20,6 +24,18 @@ class ServerSettings:
     graceful_shutdown_s: int = 30
     config_file: Path | None = None  # YAML: tiers, default_tier
     scheduling: str = "tiers"  # "tiers" (priority + deadlines) or "fifo" (tiers ignored: a baseline)
+    state_dir: Path = Path(".state")  # the embedded stores (jobs.db) live here
+    autoscale: str = "recommend"  # off; recommend (publish only); local (also resize local CPU pools)
+    autoscale_interval_s: float = 5.0
+    profiles_dir: Path | None = None  # `tierserve profile` files; default <state_dir>/profiles
+    database: str = ""  # jobs: empty = SQLite in state_dir; sqlite:///PATH; postgresql://...
+    job_workers: int = 4  # jobs this server runs at once; 0 accepts jobs but runs none
+    job_visibility_timeout_s: float = 30.0  # a lease not extended for this long is taken over
+    job_max_attempts: int = 3  # default of a job that names none
+    job_retry_base_s: float = 1.0  # backoff before the first retry; doubles per retry, with jitter
+    job_retry_max_s: float = 300.0
+    job_result_ttl_s: float = 86400.0  # finished jobs (and their results) are purged after this
+    job_poll_interval_s: float = 0.5  # how often idle workers look for jobs other servers accepted
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -43,3 +59,19 @@ def _coerce(name: str, raw: str, kind: type[Any]) -> Any:
         return kind(raw)
     except ValueError:
         raise ValueError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_server_config(path: Path | None) -> dict[str, Any]:
+    """The server YAML (``--config``): ``tiers``, ``default_tier``, ``pools``; empty when none is given."""
+    if path is None:
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"server config {path} must be a mapping")
+    unknown = sorted(set(doc) - {"tiers", "default_tier", "pools"})
+    if unknown:
+        raise InvalidInput(f"server config {path}: unknown keys {unknown}; known: tiers, default_tier, pools")
+    return doc

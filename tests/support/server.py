@@ -180,6 +180,8 @@ def _launch(repo: Path, env: Mapping[str, str] | None, extra_args: Sequence[str]
         str(port),
         *extra_args,
     ]
+    if "--state-dir" not in extra_args:  # each server its own job store and variant cache
+        command += ["--state-dir", str(workdir / "state")]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log_file = log_path.open("wb")
     try:

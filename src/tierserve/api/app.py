@@ -7,9 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -17,11 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import v2
+from tierserve.api import jobs, v1, v2
 from tierserve.api.responses import error_response, json_response
-from tierserve.config import ServerSettings
+from tierserve.config import ServerSettings, load_server_config
+from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
+from tierserve.engine.pools import parse_pools
 from tierserve.errors import InvalidInput, TierserveError
+from tierserve.jobs.service import JobService
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
 from tierserve.scheduler.tiers import TierTable
@@ -36,26 +37,42 @@ class AppState:
     settings: ServerSettings
     engine: Engine
     metrics: Metrics
+    jobs: JobService
+    autoscaler: LiveAutoscaler
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = Metrics()
+    server_config = load_server_config(settings.config_file)
     engine = Engine(
         ModelRepository(settings.model_repository),
         metrics,
-        TierTable.from_config(_read_config(settings.config_file)),
+        TierTable.from_config(server_config),
+        pools=parse_pools(server_config.get("pools")),
         honour_tiers=settings.scheduling == "tiers",
+        state_dir=settings.state_dir,
+        profiles_dir=settings.profiles_dir,
     )
     metrics.set_queue_source(engine.queue_snapshots)
+    job_service = JobService.from_settings(settings, engine)
+    autoscaler = LiveAutoscaler(
+        engine, metrics, actuate=settings.autoscale == "local", interval_s=settings.autoscale_interval_s
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await job_service.open()  # an unreachable job database fails the start, not the first job
         # Load in the background: /v2/health/live answers at once, /v2/health/ready once loaded.
         loading = asyncio.create_task(asyncio.to_thread(engine.load_all))
+        job_service.start(loading)  # job workers begin once the models are loaded
+        scaling = asyncio.create_task(autoscaler.run()) if settings.autoscale != "off" else None
         try:
             yield
         finally:
+            if scaling is not None:
+                scaling.cancel()
             await asyncio.shield(loading)
+            await job_service.stop()  # before the engine: running jobs finish or are given back
             await asyncio.to_thread(engine.stop)
 
     app = FastAPI(
@@ -64,19 +81,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         description="Open Inference Protocol (KServe V2) server with SLO tiers and cost-aware routing.",
         lifespan=lifespan,
     )
-    app.state.tierserve = AppState(settings, engine, metrics)
+    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler)
+    app.include_router(jobs.router)  # first: POST /v1/jobs is the hot path, matched in order
     app.include_router(v2.router)
+    app.include_router(v1.router)
     _install_error_handlers(app)
     return app
-
-
-def _read_config(path: Path | None) -> object:
-    if path is None:
-        return None
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,60 @@
+"""Job records as stores hand them out, and the spec of a job to accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tierserve.jobs.states import JobStatus
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job to store: ``body`` is the V2 inference request JSON exactly as submitted."""
+
+    id: str
+    model: str
+    version: str | None
+    tier: str
+    max_attempts: int
+    body: bytes
+    idempotency_key: str | None = None
+    fingerprint: str = ""  # of what the client asked for: a reused idempotency key must match it
+
+
+@dataclass(frozen=True)
+class Job:
+    seq: int  # store order; the pagination cursor
+    id: str
+    model: str
+    version: str | None
+    tier: str
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    run_at: float  # queued: not before this time
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_error: str | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+    lease_token: str | None = None
+    lease_expires: float | None = None
+    expires_at: float | None = None  # final jobs: purged after this time
+    body: bytes | None = None  # only where asked for (the worker needs it; listings do not)
+    result: bytes | None = None  # V2 response JSON, once succeeded; only where asked for
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to finish one attempt: writes that carry a stale token change nothing."""
+
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: int | None

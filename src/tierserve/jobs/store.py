@@ -1,0 +1,97 @@
+"""The job store interface, and the choice of store from the server's settings.
+
+Every write that finishes an attempt is conditional on the lease token it was leased with, so a
+worker whose lease expired (and whose job another worker now runs) changes nothing. Times are
+wall-clock seconds (see ``tierserve.jobs.states``); the caller passes ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from tierserve.errors import InvalidInput
+from tierserve.jobs.job import Job, JobSpec, Lease, Page
+from tierserve.jobs.states import Decision, JobStatus
+
+SQLITE_FILE = "jobs.db"
+
+
+class JobStore(Protocol):
+    """Durable jobs. ``run_at`` of a queued job is its earliest start; of a running one, its lease expiry."""
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing."""
+
+    async def close(self) -> None: ...
+
+    async def submit(self, spec: JobSpec, now: float) -> tuple[Job, bool]:
+        """Store a queued job, durably once this returns; with an idempotency key that is already
+        stored, store nothing and return that job. The flag says whether a job was created."""
+
+    async def get(self, job_id: str, *, with_result: bool = True) -> Job | None: ...
+
+    async def list_jobs(
+        self, *, status: JobStatus | None, model: str | None, limit: int, before: int | None
+    ) -> Page:
+        """Newest first; ``before`` is the ``next_cursor`` of the previous page."""
+
+    async def lease(self, owner: str, limit: int, now: float, visibility_s: float) -> list[Lease]:
+        """Take up to ``limit`` due jobs (queued and ready, or running with an expired lease) for
+        ``visibility_s`` seconds, counting an attempt on each. Jobs come with their bodies."""
+
+    async def heartbeat(self, leases: Sequence[Lease], until: float) -> set[str]:
+        """Extend ``leases`` to ``until``; the ids of the jobs still held."""
+
+    async def finish(
+        self,
+        lease: Lease,
+        decision: Decision,
+        now: float,
+        ttl_s: float,
+        result: bytes | None = None,
+    ) -> bool:
+        """Apply ``decision`` to a leased job; False (nothing written) when the lease was lost.
+        A final status starts the ``ttl_s`` after which the job is purged."""
+
+    async def release(self, leases: Sequence[Lease], now: float) -> None:
+        """Give leased jobs back (a clean shutdown): queued at once, the attempt not counted."""
+
+    async def cancel(self, job_id: str, now: float, ttl_s: float) -> tuple[Job | None, bool]:
+        """Cancel a queued job. The job as it is afterwards (None if unknown), and whether this
+        call cancelled it."""
+
+    async def requeue(self, job_id: str, now: float) -> tuple[Job | None, bool]:
+        """Queue a dead job again with a fresh count of attempts. The job as it is afterwards (None
+        if unknown), and whether this call re-queued it."""
+
+    async def purge(self, now: float) -> int:
+        """Delete jobs whose time to live has run out; how many."""
+
+
+def open_store(database: str, state_dir: Path) -> JobStore:
+    """The store named by ``--database``: empty for SQLite in ``state_dir``, ``sqlite:///PATH``,
+    or ``postgresql://...`` (needs the ``postgres`` extra)."""
+    if not database:
+        return _sqlite(state_dir / SQLITE_FILE)
+    if database.startswith("sqlite:///"):
+        return _sqlite(Path(database.removeprefix("sqlite:///")))
+    if database.startswith(("postgresql://", "postgres://")):
+        try:
+            from tierserve.jobs.postgres import PostgresJobStore
+        except ImportError as exc:
+            raise InvalidInput(
+                f"--database {database.split('://')[0]}://... needs psycopg: "
+                f"pip install 'tierserve[postgres]' ({exc})"
+            ) from None
+        return PostgresJobStore(database)
+    raise InvalidInput(
+        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
+    )
+
+
+def _sqlite(path: Path) -> JobStore:
+    from tierserve.jobs.sqlite import SqliteJobStore
+
+    return SqliteJobStore(path)

@@ -1,0 +1,90 @@
+"""Checking a submitted job before it is accepted: the same checks an online request gets."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tierserve.engine.engine import Engine
+from tierserve.engine.validate import prepare
+from tierserve.errors import InvalidInput
+from tierserve.jobs.job import JobSpec
+
+DEFAULT_TIER = "bronze"
+MAX_ATTEMPTS_LIMIT = 100
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class SubmitDefaults:
+    max_attempts: int
+
+
+def build_spec(body: bytes, idempotency_key: str | None, engine: Engine, defaults: SubmitDefaults) -> JobSpec:
+    """A job from a ``POST /v1/jobs`` body: a V2 inference request plus ``model``, optional
+    ``version``, ``tier`` and ``max_attempts``. Raises InvalidInput (400) or ModelNotFound (404)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"failed to parse the job JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("the job body must be a JSON object")
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput("a job needs 'model', the name of a model")
+    from tierserve.api.codec import decode_request  # at call time: tierserve.api imports this package
+
+    version = _version(doc.get("version"))
+    deployment = engine.deployment(model, version)
+    request = decode_request(body, None)
+    prepare(deployment.signature, deployment.max_batch_size, request, model)
+    tier = _tier(doc, request.parameters, engine)
+    max_attempts = _max_attempts(doc.get("max_attempts"), defaults.max_attempts)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+    return JobSpec(
+        id=str(uuid.uuid4()),
+        model=model,
+        version=version,
+        tier=tier,
+        max_attempts=max_attempts,
+        body=body,
+        idempotency_key=idempotency_key,
+        fingerprint="" if idempotency_key is None else fingerprint(doc),
+    )
+
+
+def fingerprint(doc: dict[str, Any]) -> str:
+    """Equal for equal JSON documents, whatever their key order or spacing."""
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _version(raw: object) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, str):
+        return raw
+    raise InvalidInput("'version' must be a string or an integer")
+
+
+def _tier(doc: dict[str, Any], parameters: dict[str, Any], engine: Engine) -> str:
+    name = doc.get("tier", parameters.get("tier"))
+    if name is None:
+        return DEFAULT_TIER if DEFAULT_TIER in engine.tiers.by_name else engine.tiers.tiers[-1].name
+    if not isinstance(name, str):
+        raise InvalidInput("'tier' must be a string")
+    return engine.tiers.get(name).name
+
+
+def _max_attempts(raw: object, default: int) -> int:
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidInput(f"'max_attempts' must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
+    return raw
