@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ class Deployment:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool -> how its variant was made
     estimate_sources: dict[str, str] = field(default_factory=dict)  # pool -> profile file or warm-up sweep
 
-    @property
+    @cached_property
     def primary(self) -> ModelRunner:
         """The runner that describes the model (metadata, config): the first exact one."""
         exact = [r for r in self.runners.values() if not r.pool.approximate]

@@ -400,48 +400,67 @@ class Engine:
         deadline = arrival + choice.budget_s
         rejects_late = self.honour_tiers and choice.tier.rejects_late
         failed: set[str] = set()
-        last_error: TierserveError | None = None
+        error: TierserveError | None = None
         while True:
-            now = self._clock()
-            options = [r.option(prepared.rows, choice, now) for r in deployment.runners.values()]
-            route = (retry_order if failed else choose_pool)(
-                options,
-                **({"failed": failed} if failed else {}),
-                now=now,
-                deadline=deadline,
-                margin_s=ROUTING_MARGIN * choice.budget_s,
-                reject_late=rejects_late,
-                allow_approximate=choice.tier.approximate,
-            )
-            if route.pool is None:
-                if last_error is not None and not rejects_late:
-                    raise last_error
-                raise Unavailable(
-                    f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
-                    f"deadline on model '{deployment.name}': {route.reason}",
-                    retry_after_s=max(1.0, route.predicted_finish - now)
-                    if route.predicted_finish < 1e9
-                    else 1.0,
-                )
-            runner = deployment.runners[route.pool]
-            runner.breaker.acquire(now)
+            try:
+                runner = self._pick(deployment, prepared.rows, choice, deadline, rejects_late, failed)
+            except Unavailable:
+                if error is not None and not rejects_late:
+                    raise error from None  # best effort: the failure itself says more than "no pool left"
+                raise
             try:
                 outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
             except (InferenceFailed, Unavailable) as exc:
                 if isinstance(exc, InferenceFailed) and exc.blames_backend:
                     runner.breaker.record_failure(self._clock())
-                failed.add(route.pool)
-                last_error = exc
+                failed.add(runner.pool.name)
                 if len(failed) == len(deployment.runners):
                     raise
-                log.info("retrying %s after %s failed: %s", deployment.name, route.pool, exc.message)
+                error = exc
+                log.info("retrying %s after %s failed: %s", deployment.name, runner.pool.name, exc.message)
                 continue
-            runner.breaker.record_success(self._clock())
-            runner.observe_latency(choice.tier.name, self._clock() - arrival)
+            now = self._clock()
+            runner.breaker.record_success(now)
+            runner.observe_latency(choice.tier.name, now - arrival)
             cost = runner.cost_per_item(prepared.rows) * prepared.rows
-            deployment.stats.record_pool(route.pool, prepared.rows, cost)
-            self.metrics.record_route(deployment.name, route.pool, choice.tier.name, cost)
+            deployment.stats.record_pool(runner.pool.name, prepared.rows, cost)
+            self.metrics.record_route(deployment.name, runner.pool.name, choice.tier.name, cost)
             return outputs
+
+    def _pick(
+        self,
+        deployment: Deployment,
+        rows: int,
+        choice: TierChoice,
+        deadline: float,
+        rejects_late: bool,
+        failed: set[str],
+    ) -> ModelRunner:
+        """The pool for this attempt (the router's choice), or Unavailable when none will do."""
+        now = self._clock()
+        if len(deployment.runners) == 1 and not rejects_late and not failed:
+            (runner,) = deployment.runners.values()  # one pool and no deadline to check: nothing to choose
+            if runner.breaker.allows(now):
+                return runner
+        options = [r.option(rows, choice, now) for r in deployment.runners.values()]
+        margin = ROUTING_MARGIN * choice.budget_s
+        route = (
+            retry_order(options, failed=failed, now=now, deadline=deadline, margin_s=margin,
+                        reject_late=rejects_late, allow_approximate=choice.tier.approximate)
+            if failed
+            else choose_pool(options, now=now, deadline=deadline, margin_s=margin, reject_late=rejects_late,
+                             allow_approximate=choice.tier.approximate)
+        )  # fmt: skip
+        if route.pool is None:
+            finite = route.predicted_finish < 1e9
+            raise Unavailable(
+                f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
+                f"deadline on model '{deployment.name}': {route.reason}",
+                retry_after_s=max(1.0, route.predicted_finish - now) if finite else 1.0,
+            )
+        runner = deployment.runners[route.pool]
+        runner.breaker.acquire(now)
+        return runner
 
     def _record(self, deployment: Deployment, choice: TierChoice, outcome: str, elapsed_ns: int) -> None:
         ok = outcome in ("met", "missed")

@@ -176,6 +176,7 @@ class Metrics:
             registry=self.registry,
         )
         self._tiers: dict[tuple[str, str], TierMetrics] = {}
+        self._routes: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
 
@@ -205,8 +206,12 @@ class Metrics:
         )
 
     def record_route(self, model: str, pool: str, tier: str, cost: float) -> None:
-        self.pool_requests.labels(model, pool, tier).inc()
-        self.cost.labels(model, pool, tier).inc(cost)
+        key = (model, pool, tier)
+        children = self._routes.get(key)
+        if children is None:  # label lookups take a lock: bind once per (model, pool, tier)
+            children = self._routes[key] = (self.pool_requests.labels(*key), self.cost.labels(*key))
+        children[0].inc()
+        children[1].inc(cost)
 
     def forget_model(
         self, name: str, version: int, tiers: Iterable[str] = (), pools: Iterable[str] = ()
@@ -220,6 +225,9 @@ class Metrics:
                 for f in (self.queue_seconds, self.inference_seconds, self.batch_size, self.queue_depth)
             ]
         families += [(self.requests, (name, v, status)) for status in ("success", "failure", "rejected")]
+        for key in [k for k in self._routes if k[0] == name]:
+            del self._routes[key]
+            families += [(self.pool_requests, key), (self.cost, key)]
         for tier in tiers:
             self._tiers.pop((name, tier), None)
             families.append((self.tier_seconds, (name, tier)))
