@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from support.server import RunningServer, start_server
+from support.server import RunningServer, ServerStartError, start_server
 from support.v2 import (
     EXAMPLE_MODELS,
     JSON,
@@ -78,6 +78,7 @@ def test_identity_config_uses_default_batching_and_triton_type_names(
 
 
 # -- statistics --------------------------------------------------------------------------------
+
 
 def test_all_model_stats_lists_every_loaded_model(http: httpx.Client) -> None:
     response = http.get("/v2/models/stats")
@@ -321,3 +322,13 @@ def test_metrics_count_requests(http: httpx.Client) -> None:
     assert metric_value(text, "tierserve_batch_size_count", model="simple") >= 2
     assert metric_value(text, "tierserve_inference_duration_seconds_count", model="simple") >= 2
     assert metric_value(text, "tierserve_request_duration_seconds_count", model="simple") >= 2
+
+
+def test_a_model_with_a_broken_config_makes_the_server_not_ready(tmp_path: Path) -> None:
+    from support.models import build_mlp_model
+
+    build_mlp_model(tmp_path / "good" / "1" / "model.onnx", width=8)
+    build_mlp_model(tmp_path / "broken" / "1" / "model.onnx", width=8)
+    (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: [not, a, number]\n")
+    with pytest.raises(ServerStartError):  # never ready: Triton's strict readiness
+        start_server(tmp_path, ready_timeout=6)

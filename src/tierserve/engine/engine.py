@@ -120,7 +120,13 @@ class Engine:
     def load(self, name: str) -> None:
         """Load (or reload) the versions that the model's version policy selects, on every pool."""
         with self._admin_lock:
-            config = self.repository.config(name)
+            try:
+                config = self.repository.config(name)
+            except InvalidInput as exc:
+                # A broken config.yaml fails every version on disk, visibly (index, readiness).
+                for version in self.repository.versions(name):
+                    self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, exc.message)
+                raise
             wanted = self.repository.versions_to_serve(name, config)
             previous = self._models.get(name)
             model = _Model(config)
