@@ -1,0 +1,120 @@
+"""Cost-aware routing on real pools: fp32 only vs int8 only vs routed fp32 + int8 + remote burst.
+
+Run::
+
+    .venv/bin/python benchmarks/routing.py --model-repository models [--rate 180] [--duration 20]
+
+Figures, not a pass/fail test. The same seeded open-loop Poisson load (20/30/50 gold/silver/bronze,
+one 32-token sentence per request, see ``tiers.py``) goes to three set-ups of ``tierserve serve``,
+each with its local pools pinned to core 0:
+
+* ``fp32``: one ``onnx-cpu`` pool;
+* ``int8``: one ``onnx-cpu-int8`` pool (every tier allowed approximate results, or gold and silver
+  would have no pool);
+* ``routed``: ``onnx-cpu`` + ``onnx-cpu-int8`` + a ``remote`` burst pool: a second ``tierserve
+  serve`` pinned to core 1, i.e. rented capacity. Gold and silver must be exact; bronze may be int8.
+
+Prices: a local replica costs $0.1785/h (c7i.xlarge on demand; a replica's share by the machine
+time its items take), the burst endpoint $0.05 per 1,000 requests (an assumption, see
+deploy/sim/README.md). Cost per 1,000 requests comes from the server's own ``tierserve_cost_total``.
+Per tier: share served within target, rejected, late; throughput; where requests went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from serving import HOST, infer_request, model_file, model_info, sentence_feeds, tierserve_server
+from tiers import MIX, TIERS, open_loop, print_level, summarise
+
+TIERS_YAML = """tiers:
+  - {{name: gold, target_ms: 50, priority: 0, miss_policy: reject, approximate: {exact_off}}}
+  - {{name: silver, target_ms: 150, priority: 1, miss_policy: reject, approximate: {exact_off}}}
+  - {{name: bronze, target_ms: 1000, priority: 2, miss_policy: best_effort, approximate: true}}
+"""
+CPU = "  - {name: cpu, kind: onnx-cpu, cost_per_hour: 0.1785}\n"
+INT8 = "  - {name: cpu-int8, kind: onnx-cpu-int8, cost_per_hour: 0.1785}\n"
+BURST = "  - {{name: burst, kind: remote, endpoints: ['http://{host}:{port}'], cost_per_1k_requests: 0.05, rtt_ms: 1, concurrency: 8}}\n"  # noqa: E501
+
+
+def config(path: Path, pools: str, *, approximate_everywhere: bool) -> Path:
+    path.write_text(TIERS_YAML.format(exact_off=str(approximate_everywhere).lower()) + "pools:\n" + pools)
+    return path
+
+
+def scrape(port: int, family: str) -> dict[str, float]:
+    """Sum of a counter family by pool."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    totals: dict[str, float] = {}
+    for match in re.finditer(rf'^{family}\{{[^}}]*pool="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
+        totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
+    return totals
+
+
+def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], sizes: dict[str, int],
+        arrivals: np.ndarray, tiers: np.ndarray, logs: Path) -> dict[str, Any]:  # fmt: skip
+    extra = ["--config", str(cfg)]
+    with tierserve_server(
+        args.model_repository, args.model, [0], logs / f"routing-{label}.log", extra
+    ) as server:
+        outcomes = asyncio.run(open_loop(server.port, requests, sizes, arrivals, tiers))
+        cost = scrape(server.port, "tierserve_cost_total")
+        routed = scrape(server.port, "tierserve_pool_requests_total")
+    summary = summarise(outcomes, args.duration, args.rate)
+    served = sum(routed.values())
+    summary["throughput_per_s"] = round(served / args.duration, 1)
+    summary["cost_per_1k_requests"] = round(sum(cost.values()) / served * 1000, 6) if served else None
+    summary["requests_by_pool"] = {k: int(v) for k, v in routed.items()}
+    print_level(args.rate, len(arrivals), label, summary)
+    print(f"  throughput {summary['throughput_per_s']}/s, ${summary['cost_per_1k_requests']} per 1,000, "
+          f"by pool {summary['requests_by_pool']}")  # fmt: skip
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-repository", type=Path, required=True)
+    parser.add_argument("--model", default="all-minilm-l6-v2")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=180.0, help="arrivals per second")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/routing.json"))
+    args = parser.parse_args()
+    info = model_info(model_file(args.model_repository, args.model), args.tokens)
+    feeds = sentence_feeds(info.inputs, args.tokens, 1)
+    requests = [infer_request(args.model, feeds, {"tier": name}) for name in TIERS]
+    rng = np.random.default_rng(args.seed)
+    n = rng.poisson(args.rate * args.duration)
+    arrivals = np.sort(rng.uniform(0, args.duration, n))
+    tiers = rng.choice(3, size=n, p=MIX)
+    logs = args.out.parent
+    results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration, "requests": int(n)}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results["fp32"] = run("fp32", args, config(work / "a.yaml", CPU, approximate_everywhere=False),
+                              requests, info.output_bytes, arrivals, tiers, logs)  # fmt: skip
+        results["int8"] = run("int8", args, config(work / "b.yaml", INT8, approximate_everywhere=True),
+                              requests, info.output_bytes, arrivals, tiers, logs)  # fmt: skip
+        burst_log = logs / "routing-burst-server.log"
+        with tierserve_server(args.model_repository, args.model, [1], burst_log) as burst:
+            pools = CPU + INT8 + BURST.format(host=HOST, port=burst.port)
+            cfg = config(work / "c.yaml", pools, approximate_everywhere=False)
+            results["routed"] = run("routed", args, cfg, requests, info.output_bytes, arrivals, tiers, logs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
