@@ -38,7 +38,8 @@ def slow_request(index: float, work: float, **parameters: Any) -> dict[str, Any]
 def tier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One replica, one request per batch, and targets generous enough that order is all we see."""
     root = tmp_path_factory.mktemp("tiers")
-    repo = write_slow_repository(root / "models", max_batch_size=1)
+    # No aging inside the test's time: on a slow machine the blocker may run past the default 1 s.
+    repo = write_slow_repository(root / "models", max_batch_size=1, extra_config="aging_ms: 60000\n")
     config = root / "server.yaml"
     config.write_text(
         "tiers:\n"

@@ -72,10 +72,14 @@ def slow_input(index: float, *, work: float = SLOW_WORK, rows: int = 1) -> np.nd
     return x
 
 
-def write_slow_repository(root: Path, *, name: str = "slow", max_batch_size: int = 16) -> Path:
-    """A repository holding only the slow model (``<root>/<name>/1/model.onnx`` + config.yaml)."""
+def write_slow_repository(
+    root: Path, *, name: str = "slow", max_batch_size: int = 16, instances: int = 1, extra_config: str = ""
+) -> Path:
+    """A repository holding only the slow model (``<root>/<name>/1/model.onnx`` + config.yaml), with
+    one replica by default so that requests queue behind each other."""
     build_slow_model(root / name / "1" / "model.onnx")
-    (root / name / "config.yaml").write_text(f"max_batch_size: {max_batch_size}\n")
+    config = f"max_batch_size: {max_batch_size}\ninstances: {instances}\n{extra_config}"
+    (root / name / "config.yaml").write_text(config)
     return root
 
 

@@ -62,9 +62,14 @@ class LocalPlan:
 
 
 def local_plan(pool: PoolSpec, config: ModelConfig, cores: int) -> LocalPlan:
+    """Replicas x threads for a local pool. By default one single-threaded replica per core: for
+    models of this size, replicas beat threads (measured here on MiniLM: 2 x 1 thread serves about
+    as many items/s as 1 x 2 threads, and a gold request finds a free replica sooner)."""
+    threads = pool.threads or config.intra_op_threads
     replicas = pool.replicas or config.instances
-    threads = pool.threads or config.intra_op_threads or max(1, cores // replicas)
-    return LocalPlan(replicas, threads)
+    if replicas is None:
+        replicas = max(1, cores // (threads or 1))
+    return LocalPlan(replicas, threads or max(1, cores // replicas))
 
 
 def onnx_backends(path: Path, plan: LocalPlan, config: ModelConfig) -> list[Backend]:

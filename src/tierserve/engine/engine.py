@@ -207,6 +207,7 @@ class Engine:
                     max_batch_size=max_batch_size,
                     max_queue_delay_s=config.max_queue_delay_ms / 1000,
                     max_queue_size=config.max_queue_size,
+                    aging_s=config.aging_ms / 1000,
                     stats=stats,
                     metrics=self.metrics.for_model(name, version, pool.name),
                     estimator=estimator,

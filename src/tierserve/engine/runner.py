@@ -61,6 +61,7 @@ class ModelRunner:
         metrics: ModelMetrics,
         estimator: ServiceTimeEstimator | None = None,
         honour_tiers: bool = True,
+        aging_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not backends:
@@ -77,7 +78,7 @@ class ModelRunner:
         self.honour_tiers = honour_tiers
         self._clock = clock
         self._queue: BatchQueue[Work] = BatchQueue(
-            max_batch_size, max_queue_delay_s, max_queue_size, estimator=estimator
+            max_batch_size, max_queue_delay_s, max_queue_size, estimator=estimator, aging_s=aging_s
         )
         self.estimator = self._queue.estimator
         self._busy_until = [-math.inf] * len(self.backends)

@@ -5,8 +5,10 @@ Every key is optional::
     max_batch_size: 32        # 0 turns batching off; omitted: from the graph (dynamic first dim)
     max_queue_delay_ms: 0     # how long a partial batch may wait for company (only when others wait)
     max_queue_size: 1024      # bound of the request queue; over it requests get 503 + Retry-After
-    instances: 1              # replicas, each with its own ONNX Runtime session and thread
-    intra_op_threads: 1       # omitted: the cores this process may use, shared among instances
+    aging_ms: 1000            # lower tiers get a batch at least this often under overload (no starvation)
+    instances: 2              # replicas, each with its own ONNX Runtime session and thread; omitted:
+                              # one per core this process may use (divided by intra_op_threads)
+    intra_op_threads: 1       # omitted: 1 when instances is omitted, else the cores shared among them
     inter_op_threads: 1
     version_policy: latest    # or {latest: 2}, all, {specific: [1, 3]}
     default_tier: bronze      # tier of requests that name none (default: the server's default tier)
@@ -73,7 +75,8 @@ class ModelConfig:
     max_batch_size: int | None = None
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 1024
-    instances: int = 1
+    aging_ms: float = 1000.0
+    instances: int | None = None  # None: one replica per core (see local_plan)
     intra_op_threads: int | None = None
     inter_op_threads: int = 1
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
@@ -86,6 +89,7 @@ class ModelConfig:
             "max_batch_size",
             "max_queue_delay_ms",
             "max_queue_size",
+            "aging_ms",
             "instances",
             "intra_op_threads",
             "inter_op_threads",
@@ -100,7 +104,8 @@ class ModelConfig:
             max_batch_size=_opt_int(raw, "max_batch_size", minimum=0, source=source),
             max_queue_delay_ms=float(_number(raw, "max_queue_delay_ms", 0.0, source=source)),
             max_queue_size=_int(raw, "max_queue_size", 1024, minimum=1, source=source),
-            instances=_int(raw, "instances", 1, minimum=1, source=source),
+            aging_ms=float(_number(raw, "aging_ms", 1000.0, source=source)),
+            instances=_opt_int(raw, "instances", minimum=1, source=source),
             intra_op_threads=_opt_int(raw, "intra_op_threads", minimum=1, source=source),
             inter_op_threads=_int(raw, "inter_op_threads", 1, minimum=1, source=source),
             version_policy=VersionPolicy.parse(raw.get("version_policy")),
