@@ -199,13 +199,15 @@ class BatchQueue(Generic[T]):
         batches = -(-remaining // cap)
         free = [max(now, t) for t in heapq.nsmallest(batches, replicas_free_at)] or [now]
         heapq.heapify(free)
-        finish = now
+        finish, take = now, 0
         while remaining > 0:
             take = min(cap, remaining)
-            finish = heapq.heappop(free) + self.estimator.predict(take)
+            finish = heapq.heappop(free) + self.estimator.mean(take)
             heapq.heappush(free, finish)
             remaining -= take
-        return finish
+        # Means for the batches ahead, and the spread once: deviations of independent batches do not
+        # all fall on the same side, so adding a pessimistic figure per batch would over-reject.
+        return finish + self.estimator.predict(take) - self.estimator.mean(take)
 
     # -- batch formation -----------------------------------------------------------------------
 
