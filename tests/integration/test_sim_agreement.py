@@ -25,7 +25,7 @@ from tierserve.sim.traces import poisson
 
 pytestmark = pytest.mark.integration
 
-TOLERANCE = 0.15
+TOLERANCE = 0.2
 DURATION_S = 12.0
 LOAD = 0.3
 TIER_NAMES = ("gold", "silver", "bronze")
