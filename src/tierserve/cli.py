@@ -1,4 +1,5 @@
-"""Command line: ``tierserve serve``, ``tierserve example-models``. Thin: parse, build, call."""
+"""Command line: ``tierserve serve``, ``example-models``, ``profile``, ``simulate``, ``keys``. Thin: parse,
+build, call."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tierserve import __version__
+from tierserve.security.command import add_keys_command, add_security_arguments, security_overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="job store: postgresql://... to share jobs between servers, or sqlite:///PATH "
         "(default: SQLite in --state-dir)",
     )
+    add_security_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     examples = commands.add_parser(
@@ -115,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, help="override the scenario's seed")
     simulate.add_argument("--no-baselines", action="store_true", help="simulate tierserve's policy only")
     simulate.set_defaults(handler=_simulate)
+    add_keys_command(commands)
     return parser
 
 
@@ -134,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
         database=args.database,
         profiles_dir=args.profiles_dir,
         autoscale=args.autoscale,
+        **security_overrides(args),
     )
     if not settings.model_repository.is_dir():
         print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)

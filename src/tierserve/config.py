@@ -36,6 +36,19 @@ class ServerSettings:
     job_retry_max_s: float = 300.0
     job_result_ttl_s: float = 86400.0  # finished jobs (and their results) are purged after this
     job_poll_interval_s: float = 0.5  # how often idle workers look for jobs other servers accepted
+    # security (tierserve.security): auth is on once keys or JWT settings exist, or off loopback
+    insecure: bool = False  # serve without auth on a non-loopback address while no keys exist
+    redis: str = ""  # redis://...: rate and concurrency limits shared by servers; empty: in process
+    jwt_secret: str = ""  # HS256 (prefer jwt_secret_file or the env var over a flag)
+    jwt_secret_file: Path | None = None
+    jwt_public_key: Path | None = None  # RS256, PEM
+    jwt_jwks: Path | None = None  # RS256, a JWKS file
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    key_refresh_s: float = 2.0  # keys made or revoked by the CLI or another server apply within this
+    audit_queue_size: int = 10000  # inference audit records waiting; more are dropped (and counted)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -56,13 +69,18 @@ def _coerce(name: str, raw: str, kind: type[Any]) -> Any:
     try:
         if issubclass(kind, Path):
             return Path(raw)
+        if kind is bool:  # bool("false") would be True
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
         return kind(raw)
     except ValueError:
         raise ValueError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def load_server_config(path: Path | None) -> dict[str, Any]:
-    """The server YAML (``--config``): ``tiers``, ``default_tier``, ``pools``; empty when none is given."""
+    """The server YAML (``--config``): ``tiers``, ``default_tier``, ``pools``, ``tenants`` (rate limits
+    per tenant); empty when none is given."""
     if path is None:
         return {}
     try:
@@ -71,7 +89,9 @@ def load_server_config(path: Path | None) -> dict[str, Any]:
         raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidInput(f"server config {path} must be a mapping")
-    unknown = sorted(set(doc) - {"tiers", "default_tier", "pools"})
+    unknown = sorted(set(doc) - {"tiers", "default_tier", "pools", "tenants"})
     if unknown:
-        raise InvalidInput(f"server config {path}: unknown keys {unknown}; known: tiers, default_tier, pools")
+        raise InvalidInput(
+            f"server config {path}: unknown keys {unknown}; known: tiers, default_tier, pools, tenants"
+        )
     return doc

@@ -25,6 +25,8 @@ def run(settings: ServerSettings) -> None:
         access_log=False,
         # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
+        ssl_certfile=settings.ssl_certfile,  # HTTPS when given (the key may be in the same PEM)
+        ssl_keyfile=settings.ssl_keyfile,
     )
     # uvicorn restores the handlers it found and re-raises the signal after its graceful shutdown;
     # finding no-op handlers makes that a normal return, so a clean stop exits 0 without a traceback.

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import jobs, v1, v2
+from tierserve.api import admin, jobs, v1, v2
 from tierserve.api.responses import error_response, json_response
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
@@ -26,6 +26,9 @@ from tierserve.jobs.service import JobService
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
 from tierserve.scheduler.tiers import TierTable
+from tierserve.security import openapi
+from tierserve.security.noting import NotingMetrics
+from tierserve.security.service import SecurityService
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,11 @@ class AppState:
     metrics: Metrics
     jobs: JobService
     autoscaler: LiveAutoscaler
+    security: SecurityService
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    metrics = Metrics()
+    metrics = NotingMetrics()  # also tells the inference audit record which pool served it
     server_config = load_server_config(settings.config_file)
     engine = Engine(
         ModelRepository(settings.model_repository),
@@ -54,6 +58,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         profiles_dir=settings.profiles_dir,
     )
     metrics.set_queue_source(engine.queue_snapshots)
+    security = SecurityService.from_settings(settings, server_config, metrics.registry, engine.tiers)
     job_service = JobService.from_settings(settings, engine)
     autoscaler = LiveAutoscaler(
         engine, metrics, actuate=settings.autoscale == "local", interval_s=settings.autoscale_interval_s
@@ -61,6 +66,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await security.open()  # keys loaded before the first request; closed until then
+        security.start()
         await job_service.open()  # an unreachable job database fails the start, not the first job
         # Load in the background: /v2/health/live answers at once, /v2/health/ready once loaded.
         loading = asyncio.create_task(asyncio.to_thread(engine.load_all))
@@ -74,6 +81,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await asyncio.shield(loading)
             await job_service.stop()  # before the engine: running jobs finish or are given back
             await asyncio.to_thread(engine.stop)
+            await security.stop()  # last: flushes the inference audit records of the final requests
 
     app = FastAPI(
         title="tierserve",
@@ -81,10 +89,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         description="Open Inference Protocol (KServe V2) server with SLO tiers and cost-aware routing.",
         lifespan=lifespan,
     )
-    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler)
+    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler, security)
     app.include_router(jobs.router)  # first: POST /v1/jobs is the hot path, matched in order
     app.include_router(v2.router)
     app.include_router(v1.router)
+    app.include_router(admin.router)
+    openapi.install(app)
     _install_error_handlers(app)
     return app
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve.api.responses import json_response
+from tierserve.security import access
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 
-@router.get("/v1/profiles", tags=["profiles"])
+@router.get("/v1/profiles", tags=["profiles"], dependencies=access.OPERATOR)
 async def profiles(request: Request) -> Response:
     """Service time per batch size for every model version on every pool: the online estimate (EWMA of
     observed batches) and what seeded it (a `tierserve profile` file or the load-time sweep)."""
@@ -24,7 +25,7 @@ async def profiles(request: Request) -> Response:
     return json_response({"profiles": state.engine.profiles()})
 
 
-@router.get("/v1/autoscale", tags=["autoscaling"])
+@router.get("/v1/autoscale", tags=["autoscaling"], dependencies=access.OPERATOR)
 async def autoscale(request: Request) -> Response:
     """The autoscaler's latest recommendation per pool, what it observed, and why."""
     state: AppState = request.app.state.tierserve

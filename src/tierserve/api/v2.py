@@ -6,6 +6,7 @@ Routes only decode, call the engine, and encode; see ``tierserve.engine`` for th
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -19,6 +20,8 @@ from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
 from tierserve.api.responses import json_response
 from tierserve.errors import InvalidInput, ModelNotFound, Unavailable
 from tierserve.observability.metrics import CONTENT_TYPE
+from tierserve.security import access
+from tierserve.security.access import apply_key_tier, audited, guarded
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState
@@ -50,6 +53,21 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
+_ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the V2 error body at these statuses (every status a route can answer
+    is documented: the schemathesis suite checks it)."""
+    return {
+        code: {
+            "description": HTTPStatus(code).phrase,
+            "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
 def _state(request: Request) -> AppState:
     state: AppState = request.app.state.tierserve
     return state
@@ -58,35 +76,47 @@ def _state(request: Request) -> AppState:
 # -- health and metadata -----------------------------------------------------------------------
 
 
-@router.get("/v2/health/live", tags=["health"])
+@router.get("/v2/health/live", tags=["health"], dependencies=access.PUBLIC)
 async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/v2/health/ready", tags=["health"])
+@router.get("/v2/health/ready", tags=["health"], dependencies=access.PUBLIC)
 async def ready(request: Request) -> Response:
     is_ready = _state(request).engine.ready
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
-@router.get("/v2", tags=["metadata"])
-@router.get("/v2/", tags=["metadata"], include_in_schema=False)
+@router.get("/v2", tags=["metadata"], dependencies=access.READER)
+@router.get("/v2/", tags=["metadata"], include_in_schema=False, dependencies=access.READER)
 async def server_metadata() -> Response:
     return json_response({"name": "tierserve", "version": __version__, "extensions": EXTENSIONS})
 
 
 # Before the {model_name} routes: otherwise "stats" would be taken for a model name.
-@router.get("/v2/models/stats", tags=["statistics"])
-@router.get("/v2/models/{model_name}/stats", tags=["statistics"])
-@router.get("/v2/models/{model_name}/versions/{model_version}/stats", tags=["statistics"])
+@router.get("/v2/models/stats", tags=["statistics"], dependencies=access.OPERATOR, responses=_errors(404))
+@router.get(
+    "/v2/models/{model_name}/stats", tags=["statistics"], dependencies=access.OPERATOR, responses=_errors(404)
+)
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}/stats",
+    tags=["statistics"],
+    dependencies=access.OPERATOR,
+    responses=_errors(404),
+)
 async def model_stats(
     request: Request, model_name: str | None = None, model_version: str | None = None
 ) -> Response:
     return json_response({"model_stats": _state(request).engine.stats(model_name, model_version)})
 
 
-@router.get("/v2/models/{model_name}", tags=["metadata"])
-@router.get("/v2/models/{model_name}/versions/{model_version}", tags=["metadata"])
+@router.get("/v2/models/{model_name}", tags=["metadata"], dependencies=access.READER, responses=_errors(404))
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}",
+    tags=["metadata"],
+    dependencies=access.READER,
+    responses=_errors(404),
+)
 async def model_metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
     engine = _state(request).engine
     deployment = engine.deployment(model_name, model_version)
@@ -108,20 +138,42 @@ async def model_metadata(request: Request, model_name: str, model_version: str |
     )
 
 
-@router.get("/v2/models/{model_name}/ready", tags=["health"])
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["health"])
+@router.get(
+    "/v2/models/{model_name}/ready", tags=["health"], dependencies=access.READER, responses=_errors(404, 503)
+)
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}/ready",
+    tags=["health"],
+    dependencies=access.READER,
+    responses=_errors(404, 503),
+)
 async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
     try:
         _state(request).engine.deployment(model_name, model_version)
     except ModelNotFound:
-        if model_name not in _state(request).engine.repository.model_names():
+        repository = _state(request).engine.repository
+        if model_name not in repository.model_names():
             raise
+        if model_version and (
+            not model_version.isdigit() or int(model_version) not in repository.versions(model_name)
+        ):
+            raise  # a version that does not exist is unknown (404), not "not ready" (503)
         raise Unavailable(f"model '{model_name}' is not ready") from None
     return json_response({"name": model_name, "ready": True})
 
 
-@router.get("/v2/models/{model_name}/config", tags=["model configuration"])
-@router.get("/v2/models/{model_name}/versions/{model_version}/config", tags=["model configuration"])
+@router.get(
+    "/v2/models/{model_name}/config",
+    tags=["model configuration"],
+    dependencies=access.READER,
+    responses=_errors(404),
+)
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}/config",
+    tags=["model configuration"],
+    dependencies=access.READER,
+    responses=_errors(404),
+)
 async def model_config(request: Request, model_name: str, model_version: str | None = None) -> Response:
     """Triton's model configuration extension (what perf_analyzer reads)."""
     engine = _state(request).engine
@@ -170,17 +222,30 @@ async def infer_endpoint(request: Request) -> Response:
 
 
 for _path in INFER_PATHS:
-    router.add_route(_path, infer_endpoint, methods=["POST"], include_in_schema=False)
+    router.add_route(_path, guarded(access.INFER, infer_endpoint), methods=["POST"], include_in_schema=False)
 
 
-@router.post(INFER_PATHS[0], tags=["inference"], openapi_extra=_INFER_DOC)
-@router.post(INFER_PATHS[1], tags=["inference"], openapi_extra=_INFER_DOC)
+@router.post(
+    INFER_PATHS[0],
+    tags=["inference"],
+    openapi_extra=_INFER_DOC,
+    dependencies=access.INFER,
+    responses=_errors(400, 404, 413, 500, 503),
+)
+@router.post(
+    INFER_PATHS[1],
+    tags=["inference"],
+    openapi_extra=_INFER_DOC,
+    dependencies=access.INFER,
+    responses=_errors(400, 404, 413, 500, 503),
+)
 async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
     state = _state(request)
     deployment = state.engine.deployment(model_name, model_version)  # unknown model: 404 before the body
     body = await read_body(request, state.settings.max_body_bytes)
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     decoded.tier = request.headers.get("x-tier")
+    apply_key_tier(request, decoded)  # the API key's tier when the request names none
     try:
         response = await unless_disconnected(request, state.engine.infer(deployment, decoded))
     except ClientDisconnected:
@@ -189,7 +254,7 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
     return Response(content, headers=headers)
 
 
-@router.get("/metrics", tags=["observability"], response_class=Response)
+@router.get("/metrics", tags=["observability"], response_class=Response, dependencies=access.OPERATOR)
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -197,7 +262,9 @@ async def metrics(request: Request) -> Response:
 # -- model repository --------------------------------------------------------------------------
 
 
-@router.post("/v2/repository/index", tags=["model repository"])
+@router.post(
+    "/v2/repository/index", tags=["model repository"], dependencies=access.ADMIN, responses=_errors(400, 413)
+)
 async def repository_index(request: Request) -> Response:
     options = parse_json_object(await read_body(request, 1 << 16), "repository index")
     rows = _state(request).engine.index()
@@ -206,20 +273,32 @@ async def repository_index(request: Request) -> Response:
     return json_response(rows)
 
 
-@router.post("/v2/repository/models/{model_name}/load", tags=["model repository"])
+@router.post(
+    "/v2/repository/models/{model_name}/load",
+    tags=["model repository"],
+    dependencies=access.ADMIN,
+    responses=_errors(400, 404, 413),
+)
 async def repository_load(request: Request, model_name: str) -> Response:
     options = parse_json_object(await read_body(request, 1 << 20), "load")
     if options.get("parameters"):
         raise InvalidInput("load parameters (config or file overrides) are not supported; edit config.yaml")
     engine = _state(request).engine
-    if model_name not in engine.repository.model_names():
-        raise ModelNotFound(model_name)
-    await asyncio.to_thread(engine.load, model_name)
+    async with audited(request, "model.load", model_name):
+        if model_name not in engine.repository.model_names():
+            raise ModelNotFound(model_name)
+        await asyncio.to_thread(engine.load, model_name)
     return json_response({})
 
 
-@router.post("/v2/repository/models/{model_name}/unload", tags=["model repository"])
+@router.post(
+    "/v2/repository/models/{model_name}/unload",
+    tags=["model repository"],
+    dependencies=access.ADMIN,
+    responses=_errors(400, 404, 413),
+)
 async def repository_unload(request: Request, model_name: str) -> Response:
     parse_json_object(await read_body(request, 1 << 16), "unload")
-    await asyncio.to_thread(_state(request).engine.unload, model_name)
+    async with audited(request, "model.unload", model_name):
+        await asyncio.to_thread(_state(request).engine.unload, model_name)
     return json_response({})

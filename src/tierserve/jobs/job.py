@@ -19,6 +19,7 @@ class JobSpec:
     body: bytes
     idempotency_key: str | None = None
     fingerprint: str = ""  # of what the client asked for: a reused idempotency key must match it
+    tenant: str | None = None  # the owner (None: submitted while authentication was off)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class Job:
     expires_at: float | None = None  # final jobs: purged after this time
     body: bytes | None = None  # only where asked for (the worker needs it; listings do not)
     result: bytes | None = None  # V2 response JSON, once succeeded; only where asked for
+    tenant: str | None = None  # the owner; its idempotency keys are stored as "<tenant>/<key>"
+
+    @property
+    def client_idempotency_key(self) -> str | None:
+        """The Idempotency-Key as its client sent it."""
+        key = self.idempotency_key
+        if key is None or self.tenant is None:
+            return key
+        return key.removeprefix(f"{self.tenant}/")
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     body BYTEA NOT NULL,
     result BYTEA
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tenant TEXT;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 """
 
 _INSERT_MANY = (
     "INSERT INTO jobs (id, idempotency_key, fingerprint, model, version, tier, status, max_attempts, "
-    "created_at, updated_at, run_at, body) VALUES {values} "
+    "created_at, updated_at, run_at, body, tenant) VALUES {values} "
     f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {SUMMARY_COLUMNS}"
 )
 _QUALIFIED_WITH_BODY = ", ".join(f"jobs.{column.strip()}" for column in WITH_BODY.split(","))
@@ -112,11 +113,11 @@ class PostgresJobStore:
         self, batch: Sequence[tuple[JobSpec, float]]
     ) -> list[tuple[Job, bool] | BaseException]:
         """One INSERT of many rows: one round trip and one commit (one WAL flush) for the batch."""
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s)"] * len(batch))
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s)"] * len(batch))
         params: list[Any] = []
         for spec, now in batch:
             params += [spec.id, spec.idempotency_key, spec.fingerprint, spec.model, spec.version]
-            params += [spec.tier, spec.max_attempts, now, now, now, spec.body]
+            params += [spec.tier, spec.max_attempts, now, now, now, spec.body, spec.tenant]
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_INSERT_MANY.format(values=values), params)
             stored = {row[1]: job_from_row(row) for row in await cursor.fetchall()}
@@ -145,11 +146,21 @@ class PostgresJobStore:
         return None if row is None else job_from_row(row, result=with_result)
 
     async def list_jobs(
-        self, *, status: JobStatus | None, model: str | None, limit: int, before: int | None
+        self,
+        *,
+        status: JobStatus | None,
+        model: str | None,
+        limit: int,
+        before: int | None,
+        tenant: str | None = None,
     ) -> Page:
         clauses: list[str] = []
         params: list[object] = []
-        filters = (("status = %s", None if status is None else status.value), ("model = %s", model))
+        filters = (
+            ("status = %s", None if status is None else status.value),
+            ("model = %s", model),
+            ("tenant = %s", tenant),
+        )
         for clause, value in (*filters, ("seq < %s", before)):
             if value is not None:
                 clauses.append(clause)

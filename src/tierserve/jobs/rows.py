@@ -10,7 +10,7 @@ from tierserve.jobs.states import JobStatus
 
 SUMMARY_COLUMNS = (
     "seq, id, model, version, tier, status, attempts, max_attempts, created_at, updated_at, run_at, "
-    "started_at, finished_at, last_error, idempotency_key, fingerprint, lease_token, expires_at"
+    "started_at, finished_at, last_error, idempotency_key, fingerprint, lease_token, expires_at, tenant"
 )
 _SUMMARY_COUNT = SUMMARY_COLUMNS.count(",") + 1
 WITH_BODY = SUMMARY_COLUMNS + ", body"
@@ -39,6 +39,7 @@ def job_from_row(row: Sequence[Any], *, body: bool = False, result: bool = False
         fingerprint=row[15],
         lease_token=row[16],
         expires_at=_float(row[17]),
+        tenant=row[18],
         body=bytes(extra) if body and extra is not None else None,
         result=bytes(extra) if result and extra is not None else None,
     )

@@ -115,10 +115,20 @@ class JobService:
 
     # -- operations --------------------------------------------------------------------------------
 
-    async def submit(self, body: bytes, idempotency_key: str | None) -> tuple[Job, bool]:
-        """Check and store a job; durable once this returns. With a known idempotency key, the job
-        that key made (and False), provided the request is the same."""
-        spec = build_spec(body, idempotency_key, self.engine, self.settings.defaults)
+    async def submit(
+        self,
+        body: bytes,
+        idempotency_key: str | None,
+        *,
+        tenant: str | None = None,
+        default_tier: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Check and store a job of ``tenant``; durable once this returns. With a known idempotency
+        key, the job that key made (and False), provided the request is the same."""
+        defaults = self.settings.defaults
+        spec = build_spec(
+            body, idempotency_key, self.engine, defaults, tenant=tenant, default_tier=default_tier
+        )
         job, created = await self.store.submit(spec, self._clock())
         if created:
             self.workers.wake()
@@ -129,14 +139,21 @@ class JobService:
             )
         return job, created
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job; 404 also when ``tenant`` is given and owns it not (its existence is not told)."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or (tenant is not None and job.tenant != tenant):
             raise job_not_found(job_id)
         return job
 
     async def list_jobs(
-        self, *, status: str | None, model: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: str | None,
+        model: str | None,
+        limit: int,
+        cursor: str | None,
+        tenant: str | None = None,
     ) -> Page:
         if status is not None and status not in JobStatus.__members__.values():
             raise InvalidInput(f"unknown job status '{status}'; one of {', '.join(JobStatus)}")
@@ -148,10 +165,16 @@ class JobService:
                 raise InvalidInput(f"invalid cursor '{cursor}'")
             before = int(cursor)
         return await self.store.list_jobs(
-            status=None if status is None else JobStatus(status), model=model, limit=limit, before=before
+            status=None if status is None else JobStatus(status),
+            model=model,
+            limit=limit,
+            before=before,
+            tenant=tenant,
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        if tenant is not None:
+            await self.get(job_id, tenant)  # another tenant's job is a 404, never cancelled
         job, _ = await self.store.cancel(job_id, self._clock(), self.settings.workers.ttl_s)
         if job is None:
             raise job_not_found(job_id)

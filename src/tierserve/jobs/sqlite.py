@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_token TEXT,
     expires_at REAL,
     body BLOB NOT NULL,
-    result BLOB
+    result BLOB,
+    tenant TEXT
 );
 -- Partial: jobs without a key (most) cost no index write.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)
@@ -70,7 +71,7 @@ CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS 
 
 _INSERT = (
     "INSERT INTO jobs (id, idempotency_key, fingerprint, model, version, tier, status, max_attempts, "
-    "created_at, updated_at, run_at, body) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) "
+    "created_at, updated_at, run_at, body, tenant) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     f"RETURNING {SUMMARY_COLUMNS}"
 )
@@ -111,6 +112,9 @@ class SqliteJobStore:
         self._db = self._connect()
         self._db.execute("PRAGMA wal_autocheckpoint = 0")  # the side thread checkpoints instead
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tenant" not in columns:  # a store made before jobs had owners
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tenant TEXT")
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-sqlite")
         await self._on_side(self._open_side)
         self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="jobs-sqlite-checkpoint")
@@ -217,6 +221,7 @@ class SqliteJobStore:
                 now,
                 now,
                 spec.body,
+                spec.tenant,
             ),
         ).fetchone()
         if row is not None:
@@ -237,15 +242,27 @@ class SqliteJobStore:
         return None if row is None else job_from_row(row, result=with_result)
 
     async def list_jobs(
-        self, *, status: JobStatus | None, model: str | None, limit: int, before: int | None
+        self,
+        *,
+        status: JobStatus | None,
+        model: str | None,
+        limit: int,
+        before: int | None,
+        tenant: str | None = None,
     ) -> Page:
-        return await self._on_side(self._list_jobs, status, model, limit, before)
+        return await self._on_side(self._list_jobs, status, model, limit, before, tenant)
 
-    def _list_jobs(self, status: JobStatus | None, model: str | None, limit: int, before: int | None) -> Page:
+    def _list_jobs(
+        self, status: JobStatus | None, model: str | None, limit: int, before: int | None, tenant: str | None
+    ) -> Page:
         assert self._side_db is not None
         clauses: list[str] = []
         params: list[object] = []
-        filters = (("status = ?", None if status is None else status.value), ("model = ?", model))
+        filters = (
+            ("status = ?", None if status is None else status.value),
+            ("model = ?", model),
+            ("tenant = ?", tenant),
+        )
         for clause, value in (*filters, ("seq < ?", before)):
             if value is not None:
                 clauses.append(clause)

@@ -33,9 +33,16 @@ class JobStore(Protocol):
     async def get(self, job_id: str, *, with_result: bool = True) -> Job | None: ...
 
     async def list_jobs(
-        self, *, status: JobStatus | None, model: str | None, limit: int, before: int | None
+        self,
+        *,
+        status: JobStatus | None,
+        model: str | None,
+        limit: int,
+        before: int | None,
+        tenant: str | None = None,
     ) -> Page:
-        """Newest first; ``before`` is the ``next_cursor`` of the previous page."""
+        """Newest first; ``before`` is the ``next_cursor`` of the previous page; only ``tenant``'s
+        jobs when given."""
 
     async def lease(self, owner: str, limit: int, now: float, visibility_s: float) -> list[Lease]:
         """Take up to ``limit`` due jobs (queued and ready, or running with an expired lease) for

@@ -24,9 +24,18 @@ class SubmitDefaults:
     max_attempts: int
 
 
-def build_spec(body: bytes, idempotency_key: str | None, engine: Engine, defaults: SubmitDefaults) -> JobSpec:
+def build_spec(
+    body: bytes,
+    idempotency_key: str | None,
+    engine: Engine,
+    defaults: SubmitDefaults,
+    *,
+    tenant: str | None = None,
+    default_tier: str | None = None,
+) -> JobSpec:
     """A job from a ``POST /v1/jobs`` body: a V2 inference request plus ``model``, optional
-    ``version``, ``tier`` and ``max_attempts``. Raises InvalidInput (400) or ModelNotFound (404)."""
+    ``version``, ``tier`` and ``max_attempts``, owned by ``tenant``; ``default_tier`` (the API key's)
+    when it names no tier. Raises InvalidInput (400) or ModelNotFound (404)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -42,7 +51,7 @@ def build_spec(body: bytes, idempotency_key: str | None, engine: Engine, default
     deployment = engine.deployment(model, version)
     request = decode_request(body, None)
     prepare(deployment.signature, deployment.max_batch_size, request, model)
-    tier = _tier(doc, request.parameters, engine)
+    tier = _tier(doc, request.parameters, engine, default_tier)
     max_attempts = _max_attempts(doc.get("max_attempts"), defaults.max_attempts)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
@@ -53,8 +62,10 @@ def build_spec(body: bytes, idempotency_key: str | None, engine: Engine, default
         tier=tier,
         max_attempts=max_attempts,
         body=body,
-        idempotency_key=idempotency_key,
+        # Keys are per tenant: another tenant's same key neither finds nor blocks this one's job.
+        idempotency_key=f"{tenant}/{idempotency_key}" if tenant and idempotency_key else idempotency_key,
         fingerprint="" if idempotency_key is None else fingerprint(doc),
+        tenant=tenant,
     )
 
 
@@ -73,8 +84,8 @@ def _version(raw: object) -> str | None:
     raise InvalidInput("'version' must be a string or an integer")
 
 
-def _tier(doc: dict[str, Any], parameters: dict[str, Any], engine: Engine) -> str:
-    name = doc.get("tier", parameters.get("tier"))
+def _tier(doc: dict[str, Any], parameters: dict[str, Any], engine: Engine, default: str | None) -> str:
+    name = doc.get("tier", parameters.get("tier", default))
     if name is None:
         return DEFAULT_TIER if DEFAULT_TIER in engine.tiers.by_name else engine.tiers.tiers[-1].name
     if not isinstance(name, str):

@@ -1,0 +1,129 @@
+"""Keys and the audit log in PostgreSQL: the same database as the jobs, shared by every server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from tierserve.errors import InvalidInput
+from tierserve.security.keys import KeyRecord
+from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
+from tierserve.security.store import KEY_COLUMNS, key_from_row, key_row
+
+_SCHEMA_LOCK = 0x7473736563757269  # pg_advisory_xact_lock key: servers starting together create it once
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tier TEXT,
+        rate TEXT,
+        burst INTEGER,
+        concurrency INTEGER,
+        description TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT,
+        revoked_at DOUBLE PRECISION,
+        changed_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        tenant TEXT,
+        status INTEGER NOT NULL,
+        target TEXT,
+        detail TEXT,
+        model TEXT,
+        version TEXT,
+        tier TEXT,
+        latency_ms DOUBLE PRECISION,
+        pool TEXT,
+        cost DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at)",
+    "CREATE INDEX IF NOT EXISTS audit_tenant ON audit_log (tenant, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq)",
+    """CREATE OR REPLACE FUNCTION tierserve_audit_append_only() RETURNS trigger AS $$
+        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS audit_append_only ON audit_log",
+    """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION tierserve_audit_append_only()""",
+]
+_INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+
+class PostgresSecurityStore:
+    def __init__(self, conninfo: str) -> None:
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True},
+            open=False,
+            name="tierserve-security",
+        )
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=15.0)
+        except psycopg.Error as exc:
+            await self._pool.close()
+            raise InvalidInput(f"cannot connect to the security database: {exc}") from exc
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in _SCHEMA:
+                await conn.execute(statement)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+    async def add_key(self, record: KeyRecord, changed_at: float) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO api_keys ({KEY_COLUMNS}, changed_at) VALUES ({', '.join(['%s'] * 13)})",
+                (*key_row(record), changed_at),
+            )
+
+    async def keys(self, *, include_revoked: bool) -> list[KeyRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = await self._all(f"SELECT {KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at")
+        return [key_from_row(row) for row in rows]
+
+    async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE api_keys SET revoked_at = %s, changed_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (now, now, key_id),
+            )
+            cursor = await conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
+            row = await cursor.fetchone()
+        return None if row is None else key_from_row(row)
+
+    async def keys_version(self) -> tuple[Any, ...]:
+        rows = await self._all("SELECT count(*), count(revoked_at), max(changed_at) FROM api_keys")
+        return tuple(rows[0])
+
+    async def append(self, records: Sequence[AuditRecord]) -> None:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(_INSERT_AUDIT, [record_row(r) for r in records])
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        where, params = query.where("%s")
+        rows = await self._all(
+            f"SELECT seq, {', '.join(COLUMNS)} FROM audit_log {where} ORDER BY seq DESC LIMIT %s",
+            (*params, query.limit + 1),
+        )
+        return [record_from_row(tuple(row)) for row in rows]

@@ -1,0 +1,76 @@
+"""What the security store keeps besides keys: audit records, and how they are queried."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ADMIN = "admin"
+INFERENCE = "inference"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One admin action (who, what, when, result) or one inference's metadata (never its payload)."""
+
+    at: float  # wall clock, seconds
+    kind: str  # ADMIN or INFERENCE
+    action: str  # e.g. keys.create, keys.revoke, model.load, model.unload, jobs.requeue, infer
+    key_id: str  # who: an API key id, "jwt:<sub>", "anonymous" (auth off) or "cli:<user>"
+    tenant: str | None
+    status: int  # the HTTP status of the answer
+    target: str | None = None  # what it acted on: a key id, a model, a job id
+    detail: str | None = None  # an error message, or what changed
+    model: str | None = None
+    version: str | None = None
+    tier: str | None = None
+    latency_ms: float | None = None
+    pool: str | None = None
+    cost: float | None = None
+    seq: int | None = None  # the store's order (the page cursor); None until stored
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = (
+    "at", "kind", "action", "key_id", "tenant", "status", "target", "detail",
+    "model", "version", "tier", "latency_ms", "pool", "cost",
+)  # fmt: skip
+
+
+def record_row(record: AuditRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, column) for column in COLUMNS)
+
+
+def record_from_row(row: tuple[Any, ...]) -> AuditRecord:
+    """From ``seq, *COLUMNS``."""
+    return AuditRecord(**dict(zip(COLUMNS, row[1:], strict=True)), seq=int(row[0]))
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    since: float | None = None
+    until: float | None = None
+    tenant: str | None = None
+    action: str | None = None
+    kind: str | None = None
+    limit: int = 100
+    before: int | None = None  # the next_cursor of the previous page
+
+    def where(self, placeholder: str) -> tuple[str, list[Any]]:
+        """A WHERE clause (or "") and its parameters, for either store's placeholder style."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("at >= {}", self.since),
+            ("at < {}", self.until),
+            ("tenant = {}", self.tenant),
+            ("action = {}", self.action),
+            ("kind = {}", self.kind),
+            ("seq < {}", self.before),
+        ):
+            if value is not None:
+                clauses.append(clause.format(placeholder))
+                params.append(value)
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

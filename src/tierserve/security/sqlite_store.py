@@ -1,0 +1,158 @@
+"""Keys and the audit log in SQLite (WAL), on a thread of their own: nothing here runs on the
+event loop, and no request waits on it (keys are served from memory, audit records are queued)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tierserve.errors import InvalidInput
+from tierserve.security.keys import KeyRecord
+from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
+from tierserve.security.store import KEY_COLUMNS, key_from_row, key_row
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tier TEXT,
+    rate TEXT,
+    burst INTEGER,
+    concurrency INTEGER,
+    description TEXT,
+    created_at REAL NOT NULL,
+    created_by TEXT,
+    revoked_at REAL,
+    changed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    tenant TEXT,
+    status INTEGER NOT NULL,
+    target TEXT,
+    detail TEXT,
+    model TEXT,
+    version TEXT,
+    tier TEXT,
+    latency_ms REAL,
+    pool TEXT,
+    cost REAL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at);
+CREATE INDEX IF NOT EXISTS audit_tenant ON audit_log (tenant, seq);
+CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+_INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class SqliteSecurityStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="security-sqlite")
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidInput(f"cannot open the security database {self.path}: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._thread.shutdown(wait=True)
+        self._thread = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:
+            raise RuntimeError("the security store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the security store is not open")
+        return self._db
+
+    async def add_key(self, record: KeyRecord, changed_at: float) -> None:
+        await self._run(
+            self._conn.execute,
+            f"INSERT INTO api_keys ({KEY_COLUMNS}, changed_at) VALUES ({', '.join('?' * 13)})",
+            (*key_row(record), changed_at),
+        )
+
+    async def keys(self, *, include_revoked: bool) -> list[KeyRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        return await self._run(
+            self._fetch_keys, f"SELECT {KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at"
+        )
+
+    def _fetch_keys(self, query: str) -> list[KeyRecord]:
+        return [key_from_row(row) for row in self._conn.execute(query).fetchall()]
+
+    async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
+        return await self._run(self._revoke, key_id, now)
+
+    def _revoke(self, key_id: str, now: float) -> KeyRecord | None:
+        self._conn.execute(
+            "UPDATE api_keys SET revoked_at = ?, changed_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now, now, key_id),
+        )
+        row = self._conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else key_from_row(row)
+
+    async def keys_version(self) -> tuple[Any, ...]:
+        return await self._run(self._version)
+
+    def _version(self) -> tuple[Any, ...]:
+        row = self._conn.execute(
+            "SELECT count(*), count(revoked_at), max(changed_at) FROM api_keys"
+        ).fetchone()
+        return tuple(row)
+
+    async def append(self, records: Sequence[AuditRecord]) -> None:
+        await self._run(self._append, [record_row(r) for r in records])
+
+    def _append(self, rows: list[tuple[Any, ...]]) -> None:
+        db = self._conn
+        db.execute("BEGIN")
+        try:
+            db.executemany(_INSERT_AUDIT, rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        where, params = query.where("?")
+        sql = f"SELECT seq, {', '.join(COLUMNS)} FROM audit_log {where} ORDER BY seq DESC LIMIT ?"
+        rows = await self._run(lambda: self._conn.execute(sql, (*params, query.limit + 1)).fetchall())
+        return [record_from_row(tuple(row)) for row in rows]

@@ -1,0 +1,109 @@
+"""Where keys and the audit log live: beside the jobs, in SQLite (default) or PostgreSQL.
+
+SQLite keeps them in ``security.db`` next to the job database, not in the same file: SQLite has
+one writer per file, and the job store writes on the event loop's thread, where waiting on a lock
+held by an audit flush would stall every request. PostgreSQL keeps them in the same database as
+the jobs (tables ``api_keys`` and ``audit_log``). The audit log is append-only in both: triggers
+refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from tierserve.errors import InvalidInput
+from tierserve.security.keys import KeyRecord
+from tierserve.security.rates import Limits
+from tierserve.security.records import AuditQuery, AuditRecord
+from tierserve.security.roles import Role
+
+SQLITE_FILE = "security.db"
+
+KEY_COLUMNS = (
+    "id, key_hash, tenant, role, tier, rate, burst, concurrency, description, created_at, created_by, "
+    "revoked_at"
+)
+
+
+class SecurityStore(Protocol):
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing."""
+
+    async def close(self) -> None: ...
+
+    async def add_key(self, record: KeyRecord, changed_at: float) -> None: ...
+
+    async def keys(self, *, include_revoked: bool) -> list[KeyRecord]: ...
+
+    async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
+        """Revoke (if not yet revoked); the key as it is afterwards, or None if unknown."""
+
+    async def keys_version(self) -> tuple[Any, ...]:
+        """Changes whenever a key is added or revoked (by any server or the CLI)."""
+
+    async def append(self, records: Sequence[AuditRecord]) -> None:
+        """Store audit records in one transaction."""
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Newest first, at most ``query.limit + 1`` (one more tells that a next page exists)."""
+
+
+def open_security_store(database: str, state_dir: Path) -> SecurityStore:
+    """The store that ``--database`` names (see ``tierserve.jobs.store.open_store``)."""
+    if not database:
+        return _sqlite(state_dir / SQLITE_FILE)
+    if database.startswith("sqlite:///"):
+        return _sqlite(Path(database.removeprefix("sqlite:///")).parent / SQLITE_FILE)
+    if database.startswith(("postgresql://", "postgres://")):
+        try:
+            from tierserve.security.postgres_store import PostgresSecurityStore
+        except ImportError as exc:
+            raise InvalidInput(
+                f"a PostgreSQL --database needs pip install 'tierserve[postgres]' ({exc})"
+            ) from None
+        return PostgresSecurityStore(database)
+    raise InvalidInput(
+        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
+    )
+
+
+def _sqlite(path: Path) -> SecurityStore:
+    from tierserve.security.sqlite_store import SqliteSecurityStore
+
+    return SqliteSecurityStore(path)
+
+
+def key_row(record: KeyRecord) -> tuple[Any, ...]:
+    limits = record.limits
+    return (
+        record.id,
+        record.key_hash,
+        record.tenant,
+        str(record.role),
+        record.tier,
+        None if limits.rate is None else str(limits.rate),
+        limits.burst,
+        limits.concurrency,
+        record.description,
+        record.created_at,
+        record.created_by,
+        record.revoked_at,
+    )
+
+
+def key_from_row(row: Sequence[Any]) -> KeyRecord:
+    """From a row of ``KEY_COLUMNS``."""
+    return KeyRecord(
+        id=row[0],
+        key_hash=row[1],
+        tenant=row[2],
+        role=Role.parse(row[3]),
+        tier=row[4],
+        limits=Limits.parse(rate=row[5], burst=row[6], concurrency=row[7]),
+        description=row[8] or "",
+        created_at=float(row[9]),
+        created_by=row[10] or "",
+        revoked_at=None if row[11] is None else float(row[11]),
+    )
