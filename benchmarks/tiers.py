@@ -133,14 +133,16 @@ async def capacity(port: int, raw: bytes, sizes: dict[str, int], seconds: float)
     return len(log.window(start, start + seconds)) / seconds
 
 
-def summarise(outcomes: list[Outcome], duration: float, cap: float) -> dict[str, Any]:
+def summarise(
+    outcomes: list[Outcome], duration: float, cap: float, targets: dict[str, float] = TARGET_S
+) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     met_total = 0
     for t, name in enumerate(TIERS):
         mine = [o for o in outcomes if o.tier == t]
         served = [o.latency for o in mine if o.status == 200]
         rejected = sum(1 for o in mine if o.status in (429, 503))
-        met = sum(1 for lat in served if lat <= TARGET_S[name])
+        met = sum(1 for lat in served if lat <= targets[name])
         met_total += met
         n = max(1, len(mine))
         rows[name] = {
@@ -168,6 +170,16 @@ def print_level(level: float, n: int, scheduling: str, summary: dict[str, Any]) 
         )
 
 
+def tiers_yaml(targets: dict[str, float]) -> str:
+    policies = {"gold": "reject", "silver": "reject", "bronze": "best_effort"}
+    rows = [
+        f"  - {{name: {name}, target_ms: {targets[name] * 1000:g}, priority: {i}, "
+        f"miss_policy: {policies[name]}}}"
+        for i, name in enumerate(TIERS)
+    ]
+    return "tiers:\n" + "\n".join(rows) + "\n"
+
+
 def raise_file_limit() -> None:
     """Open loop under overload keeps thousands of requests in flight: one socket each."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -182,9 +194,21 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per level")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tiers.json"))
+    parser.add_argument(
+        "--targets-ms",
+        type=float,
+        nargs=3,
+        default=[t * 1000 for t in TARGET_S.values()],
+        metavar=("GOLD", "SILVER", "BRONZE"),
+        help="tier targets for this run (default: the server's defaults, 50 150 1000)",
+    )
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="multiples of capacity")
     args = parser.parse_args()
     raise_file_limit()
+    targets = dict(zip(TIERS, (ms / 1000 for ms in args.targets_ms), strict=True))
+    config = args.out.parent / "tiers-server.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(tiers_yaml(targets))
     info = model_info(model_file(args.model_repository, args.model), args.tokens)
     feeds = sentence_feeds(info.inputs, args.tokens, 1)
     requests = [infer_request(args.model, feeds, {"tier": name}) for name in TIERS]
@@ -194,6 +218,7 @@ def main() -> int:
     with tierserve_server(args.model_repository, args.model, CORES, logs / "tiers-capacity.log") as server:
         cap = asyncio.run(capacity(server.port, requests[2], info.output_bytes, args.duration))
     results["capacity_items_per_s"] = round(cap, 1)
+    results["targets_ms"] = args.targets_ms
     print(f"capacity: {cap:.1f} requests/s (closed loop, 32 connections)")
     rng = np.random.default_rng(args.seed)
     for level in args.levels:
@@ -202,10 +227,10 @@ def main() -> int:
         tiers = rng.choice(3, size=n, p=MIX)
         for scheduling in ("tiers", "fifo"):
             log = logs / f"tiers-{scheduling}-{level}.log"
-            extra = ["--scheduling", scheduling]
+            extra = ["--scheduling", scheduling, "--config", str(config)]
             with tierserve_server(args.model_repository, args.model, CORES, log, extra) as server:
                 outcomes = asyncio.run(open_loop(server.port, requests, info.output_bytes, arrivals, tiers))
-            summary = summarise(outcomes, args.duration, cap)
+            summary = summarise(outcomes, args.duration, cap, targets)
             levels[str(level)][scheduling] = summary
             print_level(level, n, scheduling, summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
