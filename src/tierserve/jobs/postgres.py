@@ -21,6 +21,7 @@ from tierserve.jobs.group_commit import GroupCommit
 from tierserve.jobs.job import Job, JobSpec, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
+from tierserve.jobs.store import finish_params
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -204,22 +205,8 @@ class PostgresJobStore:
     async def finish(
         self, lease: Lease, decision: Decision, now: float, ttl_s: float, result: bytes | None = None
     ) -> bool:
-        final = decision.status.final
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                _FINISH,
-                (
-                    decision.status.value,
-                    decision.run_at if decision.run_at is not None else now,
-                    decision.error,
-                    result,
-                    now if final else None,
-                    now + ttl_s if final else None,
-                    now,
-                    lease.job.id,
-                    lease.token,
-                ),
-            )
+            cursor = await conn.execute(_FINISH, finish_params(lease, decision, now, ttl_s, result))
             return cursor.rowcount == 1
 
     async def release(self, leases: Sequence[Lease], now: float) -> None:

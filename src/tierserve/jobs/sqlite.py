@@ -30,6 +30,7 @@ from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
+from tierserve.jobs.store import finish_params
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -311,21 +312,7 @@ class SqliteJobStore:
     async def finish(
         self, lease: Lease, decision: Decision, now: float, ttl_s: float, result: bytes | None = None
     ) -> bool:
-        final = decision.status.final
-        cursor = self._conn.execute(
-            _FINISH,
-            (
-                decision.status.value,
-                decision.run_at if decision.run_at is not None else now,
-                decision.error,
-                result,
-                now if final else None,
-                now + ttl_s if final else None,
-                now,
-                lease.job.id,
-                lease.token,
-            ),
-        )
+        cursor = self._conn.execute(_FINISH, finish_params(lease, decision, now, ttl_s, result))
         return cursor.rowcount == 1
 
     async def release(self, leases: Sequence[Lease], now: float) -> None:

@@ -77,6 +77,17 @@ class JobStore(Protocol):
         """Delete jobs whose time to live has run out; how many."""
 
 
+def finish_params(
+    lease: Lease, decision: Decision, now: float, ttl_s: float, result: bytes | None
+) -> tuple[object, ...]:
+    """Parameters of both stores' finish UPDATE: status, run_at, error, result, finished_at,
+    expires_at (final states are purged after the TTL), updated_at, then the lease's job and token."""
+    final = decision.status.final
+    run_at = decision.run_at if decision.run_at is not None else now
+    finished = (now, now + ttl_s) if final else (None, None)
+    return (decision.status.value, run_at, decision.error, result, *finished, now, lease.job.id, lease.token)
+
+
 def open_store(database: str, state_dir: Path) -> JobStore:
     """The store named by ``--database``: empty for SQLite in ``state_dir``, ``sqlite:///PATH``,
     or ``postgresql://...`` (needs the ``postgres`` extra)."""
