@@ -23,6 +23,7 @@ def run(settings: ServerSettings) -> None:
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path; terminate proxies in front
         # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
         ssl_certfile=settings.ssl_certfile,  # HTTPS when given (the key may be in the same PEM)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from tierserve import __version__
 from tierserve.api.body import read_body
@@ -221,8 +222,11 @@ async def infer_endpoint(request: Request) -> Response:
     return await infer(request, params["model_name"], params.get("model_version"))
 
 
-for _path in INFER_PATHS:
-    router.add_route(_path, guarded(access.INFER, infer_endpoint), methods=["POST"], include_in_schema=False)
+# Added to the application's own route list, ahead of every included router (see api/app.py).
+HOT_ROUTES = [
+    Route(path, guarded(access.INFER, infer_endpoint), methods=["POST"], include_in_schema=False)
+    for path in INFER_PATHS
+]
 
 
 @router.post(
