@@ -47,7 +47,9 @@ class PoolObservation:
     pool: str
     ready: int
     starting: int
-    utilisation: float  # busy replica-seconds / ready replica-seconds over the last window, 0..1
+    # Capacity used over the last window, 0..1: rows served x replica-seconds per row at the largest
+    # batch, over ready replica-seconds. Time busy would overstate it for batching replicas.
+    utilisation: float
     p95_ratio: float = 0.0  # worst p95 latency / target over deadline-bound tiers on this pool
     queue_ratio: float = 0.0  # worst queue delay / target
 

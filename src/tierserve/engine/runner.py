@@ -256,7 +256,10 @@ class ModelRunner:
                 self._busy_until[replica] = -math.inf
                 if seconds is not None:
                     self.estimator.observe(batch.rows, seconds)
-                    self._window_busy_s += seconds
+                    # Capacity used, not time busy: small batches on a lightly loaded replica are not
+                    # saturation (see autoscale.policy); a row costs its share of the largest batch.
+                    full = max(1, self.max_batch_size)
+                    self._window_busy_s += batch.rows * self.estimator.mean(full) / full
 
     def _run(self, backend: Backend, works: list[Work], rows: list[int]) -> float | None:
         """Run one batch and resolve its futures; return the backend's run time in seconds."""

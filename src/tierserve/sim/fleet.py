@@ -102,7 +102,7 @@ class SimPool:
     alive_since: float = 0.0
     replica_seconds: float = 0.0  # paid time (booting included)
     busy_seconds: float = 0.0
-    window_busy: float = 0.0
+    window_busy: float = 0.0  # capacity used: rows x (service time per row at the largest batch)
     requests: int = 0
 
     def __post_init__(self) -> None:
@@ -150,9 +150,15 @@ class SimPool:
         end = now + service + self.spec.rtt_ms / 1000
         heapq.heappush(self.busy, end)
         self.busy_seconds += end - now
-        self.window_busy += end - now
+        self.window_busy += rows * self.row_cost_at_full_batch()
         self.queue.estimator.observe(rows, service)
         return end
+
+    def row_cost_at_full_batch(self) -> float:
+        """Replica-seconds one row costs at the largest batch: utilisation counts capacity used, since
+        a batching replica that runs small batches while lightly loaded is busy, not full."""
+        full = self.spec.max_batch_size or 1
+        return self.sampler.moments(full)[0] / full
 
     def finish_batch(self) -> None:
         heapq.heappop(self.busy)
