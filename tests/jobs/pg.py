@@ -7,16 +7,12 @@ absent; ``.ci/run`` installs both, so CI runs them.
 
 from __future__ import annotations
 
-import atexit
-import subprocess
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
+from support.scripted import ScriptedServer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
-START_TIMEOUT_S = 120
+_SCRIPT = ScriptedServer("postgres.sh", probe="bindir", client="psycopg", start_timeout_s=120)
 
 
 @dataclass(frozen=True)
@@ -28,42 +24,15 @@ class PostgresServer:
         return self.dsn.rsplit("/", 1)[0] + "/" + name
 
 
-_server: PostgresServer | None = None
-_failure: str | None = None
-
-
 def skip_reason() -> str | None:
     """Why PostgreSQL tests cannot run here, or None."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install -e '.[test]')"
-    found = subprocess.run(["bash", str(SCRIPT), "bindir"], capture_output=True, text=True, check=False)
-    if found.returncode != 0:
-        return "PostgreSQL server binaries not found (run scripts/postgres.sh install)"
-    return None
+    return _SCRIPT.skip_reason()
 
 
 def server() -> PostgresServer:
     """The shared server, started on first use; skips the test when PostgreSQL is not installed."""
-    global _server, _failure
-    if _server is not None:
-        return _server
-    reason = skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    if _failure is not None:
-        pytest.fail(_failure)
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False
-    )
-    if started.returncode != 0:
-        _failure = f"scripts/postgres.sh start failed ({started.returncode}):\n{started.stderr}"
-        pytest.fail(_failure)
-    values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
-    _server = PostgresServer(values["DSN"], values["DIR"])
-    atexit.register(_stop, _server)
-    return _server
+    values = _SCRIPT.values()
+    return PostgresServer(values["DSN"], values["DIR"])
 
 
 def fresh_database() -> str:
@@ -75,7 +44,3 @@ def fresh_database() -> str:
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return pg.database_dsn(name)
-
-
-def _stop(pg: PostgresServer) -> None:
-    subprocess.run(["bash", str(SCRIPT), "stop", pg.directory], capture_output=True, timeout=60, check=False)
