@@ -331,4 +331,4 @@ def test_a_model_with_a_broken_config_makes_the_server_not_ready(tmp_path: Path)
     build_mlp_model(tmp_path / "broken" / "1" / "model.onnx", width=8)
     (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: [not, a, number]\n")
     with pytest.raises(ServerStartError):  # never ready: Triton's strict readiness
-        start_server(tmp_path, ready_timeout=6)
+        start_server(tmp_path, ready_timeout=6).stop()  # stop: no leaked server if it ever gets ready
