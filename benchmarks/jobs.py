@@ -33,19 +33,17 @@ import contextlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from serving import CLIENT_ERRORS, HOST, HttpConnection, RequestLog, answers_200, free_port
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCIES = (1, 8, 32)
 OPEN_LOOP_CONNECTIONS = 64
@@ -130,74 +128,16 @@ class RequestMaker:
         )
 
 
-class ProtocolError(Exception):
-    """The server's response is not one this client can read."""
-
-
-class HttpConnection:
-    """One keep-alive connection; responses need Content-Length."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self._reader is None or self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(HOST, self._port)
-        self._writer.write(raw)
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status_line, _, rest = head.partition(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
-        length = None
-        for line in rest.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length is None:
-            raise ProtocolError("response without Content-Length")
-        return status, await self._reader.readexactly(length)
-
-    async def close(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-
-CLIENT_ERRORS = (OSError, EOFError, ValueError, TimeoutError, ProtocolError, asyncio.IncompleteReadError)
-
-
-@dataclass
-class RequestLog:
-    ended: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_error: str | None = None
-
-    def add(self, started: float, ended: float, problem: str | None) -> None:
-        if problem is None:
-            self.ended.append(ended)
-            self.latencies.append(ended - started)
-            return
-        self.errors += 1
-        self.first_error = self.first_error or problem
-
-    def window(self, start: float, end: float) -> list[float]:
-        return [lat for done, lat in zip(self.ended, self.latencies, strict=True) if start <= done <= end]
-
-
 async def send(connection: HttpConnection, raw: bytes) -> str | None:
     """Send one job; why it was not accepted, or None."""
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            status, body = await connection.request(raw)
+            response = await connection.request(raw)
     except CLIENT_ERRORS as exc:
         await connection.close()
         return f"{type(exc).__name__}: {exc}"
-    if status != 202 or b'"id"' not in body:
-        return f"HTTP {status}: {body[:200]!r}"
+    if response.status != 202 or b'"id"' not in response.body:
+        return f"HTTP {response.status}: {response.body[:200]!r}"
     return None
 
 
@@ -342,21 +282,6 @@ class ServerProcess:
     pid: int
     port: int
     db_pid: int | None = None  # the PostgreSQL postmaster, when there is one
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def answers_200(port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
