@@ -21,7 +21,7 @@ from tierserve.jobs.group_commit import GroupCommit
 from tierserve.jobs.job import Job, JobSpec, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import finish_params
+from tierserve.jobs.store import finish_params, list_filter
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -155,18 +155,7 @@ class PostgresJobStore:
         before: int | None,
         tenant: str | None = None,
     ) -> Page:
-        clauses: list[str] = []
-        params: list[object] = []
-        filters = (
-            ("status = %s", None if status is None else status.value),
-            ("model = %s", model),
-            ("tenant = %s", tenant),
-        )
-        for clause, value in (*filters, ("seq < %s", before)):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = list_filter("%s", status=status, model=model, tenant=tenant, before=before)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {SUMMARY_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT %s", (*params, limit + 1)

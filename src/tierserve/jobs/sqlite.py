@@ -30,7 +30,7 @@ from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import finish_params
+from tierserve.jobs.store import finish_params, list_filter
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -257,18 +257,7 @@ class SqliteJobStore:
         self, status: JobStatus | None, model: str | None, limit: int, before: int | None, tenant: str | None
     ) -> Page:
         assert self._side_db is not None
-        clauses: list[str] = []
-        params: list[object] = []
-        filters = (
-            ("status = ?", None if status is None else status.value),
-            ("model = ?", model),
-            ("tenant = ?", tenant),
-        )
-        for clause, value in (*filters, ("seq < ?", before)):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = list_filter("?", status=status, model=model, tenant=tenant, before=before)
         rows = self._side_db.execute(
             f"SELECT {SUMMARY_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*params, limit + 1)
         ).fetchall()

@@ -88,6 +88,21 @@ def finish_params(
     return (decision.status.value, run_at, decision.error, result, *finished, now, lease.job.id, lease.token)
 
 
+def list_filter(
+    placeholder: str, *, status: JobStatus | None, model: str | None, tenant: str | None, before: int | None
+) -> tuple[str, list[object]]:
+    """The WHERE clause and its parameters of both stores' job listing (newest first, before a cursor)."""
+    filters = (
+        ("status", "=", None if status is None else status.value),
+        ("model", "=", model),
+        ("tenant", "=", tenant),
+        ("seq", "<", before),
+    )
+    chosen = [(f"{column} {op} {placeholder}", value) for column, op, value in filters if value is not None]
+    where = f"WHERE {' AND '.join(clause for clause, _ in chosen)}" if chosen else ""
+    return where, [value for _, value in chosen]
+
+
 def open_store(database: str, state_dir: Path) -> JobStore:
     """The store named by ``--database``: empty for SQLite in ``state_dir``, ``sqlite:///PATH``,
     or ``postgresql://...`` (needs the ``postgres`` extra)."""
