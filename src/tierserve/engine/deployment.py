@@ -44,10 +44,6 @@ class Deployment:
     def max_batch_size(self) -> int:
         return self.primary.max_batch_size
 
-    @property
-    def instances(self) -> int:
-        return sum(len(r.backends) for r in self.runners.values())
-
     def stop(self) -> None:
         for runner in self.runners.values():
             runner.stop()

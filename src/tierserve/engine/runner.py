@@ -129,10 +129,6 @@ class ModelRunner:
         self._window_latency.clear()
         return busy, latencies
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
     def queue_snapshot(self) -> tuple[dict[int, int], float | None]:
         """Depth per priority and the age in seconds of the oldest queued request."""
         with self._cond:
