@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="job store: postgresql://... to share jobs between servers, or sqlite:///PATH "
         "(default: SQLite in --state-dir)",
     )
+    serve.add_argument(
+        "--cache-bytes", type=int, help="result cache: bytes of this process's LRU layer (default 256 MiB)"
+    )
+    serve.add_argument(
+        "--cache-redis",
+        help="result cache: redis://... layer shared by every server (default: the --redis URL, if any)",
+    )
     add_security_arguments(serve)
     serve.set_defaults(handler=_serve)
 
@@ -138,6 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
         database=args.database,
         profiles_dir=args.profiles_dir,
         autoscale=args.autoscale,
+        cache_bytes=args.cache_bytes,
+        cache_redis=args.cache_redis,
         **security_overrides(args),
     )
     if not settings.model_repository.is_dir():

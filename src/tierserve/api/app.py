@@ -17,6 +17,7 @@ from starlette.responses import Response
 from tierserve import __version__
 from tierserve.api import admin, jobs, v1, v2
 from tierserve.api.responses import error_response, json_response
+from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
@@ -58,6 +59,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         profiles_dir=settings.profiles_dir,
     )
     metrics.set_queue_source(engine.queue_snapshots)
+    cache = ResultCacheService.install(
+        engine, metrics.registry, settings.cache_bytes, settings.cache_redis or settings.redis
+    )
     security = SecurityService.from_settings(settings, server_config, metrics.registry, engine.tiers)
     job_service = JobService.from_settings(settings, engine)
     autoscaler = LiveAutoscaler(
@@ -69,6 +73,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         await security.open()  # keys loaded before the first request; closed until then
         security.start()
         await job_service.open()  # an unreachable job database fails the start, not the first job
+        await cache.open()  # follows generations from here on; Redis down is no reason to fail
         # Load in the background: /v2/health/live answers at once, /v2/health/ready once loaded.
         loading = asyncio.create_task(asyncio.to_thread(engine.load_all))
         job_service.start(loading)  # job workers begin once the models are loaded
@@ -81,6 +86,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await asyncio.shield(loading)
             await job_service.stop()  # before the engine: running jobs finish or are given back
             await asyncio.to_thread(engine.stop)
+            await cache.close()
             await security.stop()  # last: flushes the inference audit records of the final requests
 
     app = FastAPI(

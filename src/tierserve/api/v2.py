@@ -250,6 +250,7 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     decoded.tier = request.headers.get("x-tier")
     apply_key_tier(request, decoded)  # the API key's tier when the request names none
+    decoded.tenant = access.own_tenant(request) or ""  # cached answers never cross tenants
     try:
         response = await unless_disconnected(request, state.engine.infer(deployment, decoded))
     except ClientDisconnected:

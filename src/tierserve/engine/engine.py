@@ -21,6 +21,7 @@ import numpy as np
 from tierserve.backends.base import Backend
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
+from tierserve.engine.hooks import ResultCache
 from tierserve.engine.pools import PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.runner import ModelRunner, Outputs
@@ -98,6 +99,7 @@ class Engine:
         self._admin_lock = threading.Lock()
         self._clock = time.monotonic
         self.started = False
+        self.result_cache: ResultCache | None = None  # installed by the application (tierserve.cache)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +147,9 @@ class Engine:
                 self._models.pop(name, None)
             if previous is not None:
                 self._stop(name, previous, replaced=set(model.deployments))
+            if self.result_cache is not None:
+                changed = {*wanted, *(previous.deployments if previous else ())}
+                self.result_cache.versions_changed(name, changed)
             if failures:
                 raise InvalidInput(f"failed to load '{name}': " + "; ".join(failures))
             log.info(
@@ -162,6 +167,8 @@ class Engine:
                     raise ModelNotFound(name)
                 return
             self._stop(name, model)
+            if self.result_cache is not None:
+                self.result_cache.versions_changed(name, list(model.deployments))
 
     def stop(self) -> None:
         with self._admin_lock:
@@ -372,9 +379,14 @@ class Engine:
             default=self.config(model).default_tier,
         )
 
-    async def infer(self, deployment: Deployment, request: InferRequest) -> InferResponse:
+    async def infer(
+        self, deployment: Deployment, request: InferRequest, *, cached: bool = True
+    ) -> InferResponse:
         """Validate ``request``, route it to a pool by tier and cost, await its outputs (retrying on
-        another pool if a batch fails there while the deadline allows)."""
+        another pool if a batch fails there while the deadline allows). With a result cache
+        installed, it answers first (and calls back here with ``cached=False`` on a miss)."""
+        if cached and self.result_cache is not None:
+            return await self.result_cache.infer(deployment, request)
         started = time.perf_counter_ns()
         choice = self.choose_tier(deployment.name, request)
         outcome = "failed"
@@ -468,6 +480,11 @@ class Engine:
         runner = deployment.runners[route.pool]
         runner.breaker.acquire(now)
         return runner
+
+    def record_cached(self, deployment: Deployment, choice: TierChoice, elapsed_ns: int) -> None:
+        """A request answered without running the model (a result-cache hit), counted as served."""
+        outcome = "met" if elapsed_ns <= choice.budget_s * 1e9 else "missed"
+        self._record(deployment, choice, outcome, elapsed_ns)
 
     def _record(self, deployment: Deployment, choice: TierChoice, outcome: str, elapsed_ns: int) -> None:
         ok = outcome in ("met", "missed")

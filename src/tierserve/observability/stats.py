@@ -42,6 +42,8 @@ class ModelStats:
         self.compute_input = _Duration()
         self.compute_infer = _Duration()
         self.compute_output = _Duration()
+        self.cache_hit = _Duration()  # Triton: lookups that found the answer (their time)
+        self.cache_miss = _Duration()  # Triton: lookups that did not, plus the time to insert the answer
         self._batches: dict[int, _BatchStats] = {}
         self._tiers: dict[str, dict[str, _Duration]] = {}
         self._pools: dict[str, dict[str, float]] = {}
@@ -67,6 +69,11 @@ class ModelStats:
     def record_request(self, ok: bool, ns: int) -> None:
         with self._lock:
             (self.success if ok else self.fail).add(ns)
+
+    def record_cache(self, hit: bool, ns: int, count: int = 1) -> None:
+        """A result-cache lookup (``count`` 0: insertion time added to the misses)."""
+        with self._lock:
+            (self.cache_hit if hit else self.cache_miss).add(ns, count)
 
     def record_pool(self, pool: str, rows: int, cost: float) -> None:
         with self._lock:
@@ -94,8 +101,8 @@ class ModelStats:
                     "compute_input": self.compute_input.as_dict(),
                     "compute_infer": self.compute_infer.as_dict(),
                     "compute_output": self.compute_output.as_dict(),
-                    "cache_hit": {"count": 0, "ns": 0},
-                    "cache_miss": {"count": 0, "ns": 0},
+                    "cache_hit": self.cache_hit.as_dict(),
+                    "cache_miss": self.cache_miss.as_dict(),
                 },
                 "batch_stats": [
                     {

@@ -14,6 +14,11 @@ Every key is optional::
     default_tier: bronze      # tier of requests that name none (default: the server's default tier)
     warmup_shape:             # non-batch dims of dynamic inputs for the warm-up sweep (default 1)
       input_ids: [32]
+    cache:                    # result cache (tierserve.cache); omitted or false: off; true: defaults
+      ttl_s: 3600             # an entry lives this long (in every layer)
+      max_bytes: 1048576      # larger answers are served, not cached
+      tiers: [local, redis]   # layers: this process's LRU, then Redis shared by every server
+      shared: false           # true: one cache for every tenant (the model's answers are not private)
 """
 
 from __future__ import annotations
@@ -70,6 +75,54 @@ class VersionPolicy:
         return {"latest": {"num_versions": self.count}}
 
 
+CACHE_LAYERS = ("local", "redis")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """A model's result-cache opt-in (``cache:`` in config.yaml, or Triton's ``response_cache``)."""
+
+    ttl_s: float = 3600.0
+    max_bytes: int = 1 << 20  # the largest answer (sum of its output tensors) worth keeping
+    tiers: tuple[str, ...] = CACHE_LAYERS  # "redis" applies only where the server has a Redis URL
+    shared: bool = False  # False: a tenant's cached answers are never served to another tenant
+
+    @classmethod
+    def parse(cls, raw: object, *, source: str = "config") -> CacheSettings | None:
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InvalidInput(f"{source}: cache must be true, false or a mapping, got {raw!r}")
+        known = {"ttl_s", "max_bytes", "tiers", "shared", "enable"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidInput(f"{source}: cache: unknown keys {unknown}; known keys are {sorted(known)}")
+        if raw.get("enable", True) is False:
+            return None
+        tiers = raw.get("tiers", list(CACHE_LAYERS))
+        if (
+            not isinstance(tiers, list)
+            or not tiers
+            or any(t not in CACHE_LAYERS for t in tiers)
+            or len(set(tiers)) != len(tiers)
+        ):
+            raise InvalidInput(f"{source}: cache.tiers must be a list from {list(CACHE_LAYERS)}: {tiers!r}")
+        shared = raw.get("shared", False)
+        if not isinstance(shared, bool):
+            raise InvalidInput(f"{source}: cache.shared must be true or false, got {shared!r}")
+        settings = cls(
+            ttl_s=float(_number(raw, "ttl_s", cls.ttl_s, source=f"{source}: cache")),
+            max_bytes=_int(raw, "max_bytes", cls.max_bytes, minimum=1, source=f"{source}: cache"),
+            tiers=tuple(tiers),
+            shared=shared,
+        )
+        if settings.ttl_s <= 0:
+            raise InvalidInput(f"{source}: cache.ttl_s must be > 0")
+        return settings
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     max_batch_size: int | None = None
@@ -82,6 +135,7 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     default_tier: str | None = None
     warmup_shape: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    cache: CacheSettings | None = None  # None: this model's answers are never cached
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
@@ -96,6 +150,7 @@ class ModelConfig:
             "version_policy",
             "default_tier",
             "warmup_shape",
+            "cache",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -111,6 +166,7 @@ class ModelConfig:
             version_policy=VersionPolicy.parse(raw.get("version_policy")),
             default_tier=_opt_str(raw, "default_tier", source=source),
             warmup_shape=_shapes(raw, "warmup_shape", source=source),
+            cache=CacheSettings.parse(raw.get("cache"), source=source),
         )
         if config.max_queue_delay_ms < 0:
             raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")
