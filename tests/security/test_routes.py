@@ -48,6 +48,9 @@ EXPECTED: dict[str, Role | None] = {
     "DELETE /v1/admin/keys/{key_id}": Role.ADMIN,
     "GET /v1/audit": Role.ADMIN,
     "GET /v1/admin/config": Role.ADMIN,
+    "POST /v1/embeddings": Role.USER,
+    "GET /v1/models": Role.READER,
+    "GET /v1/models/{model}": Role.READER,
 }
 
 
@@ -80,9 +83,11 @@ def test_work_is_capped_and_audited_only_on_inference(app: FastAPI) -> None:
     for route in all_routes(app):
         access = route_access(route)
         assert access is not None
-        is_infer = getattr(route, "path", "").endswith("/infer")
-        assert access.holds_work is is_infer
-        assert access.audit == ("infer" if is_infer else None)
+        path = getattr(route, "path", "")
+        is_infer = path.endswith("/infer")
+        is_embed = path == "/v1/embeddings"
+        assert access.holds_work is (is_infer or is_embed)
+        assert access.audit == ("infer" if is_infer else "embeddings" if is_embed else None)
 
 
 def test_the_openapi_document_states_each_operations_role_and_refusals(app: FastAPI) -> None:

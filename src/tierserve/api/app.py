@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import admin, jobs, v1, v2
+from tierserve.api import admin, jobs, openai, v1, v2
 from tierserve.api.responses import error_response, json_response
 from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
@@ -26,6 +26,7 @@ from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.service import JobService
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
+from tierserve.retrieval.embeddings import EmbeddingService
 from tierserve.scheduler.tiers import TierTable
 from tierserve.security import openapi
 from tierserve.security.noting import NotingMetrics
@@ -44,6 +45,7 @@ class AppState:
     jobs: JobService
     autoscaler: LiveAutoscaler
     security: SecurityService
+    embeddings: EmbeddingService
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -95,13 +97,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         description="Open Inference Protocol (KServe V2) server with SLO tiers and cost-aware routing.",
         lifespan=lifespan,
     )
-    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler, security)
+    embeddings = EmbeddingService(engine)
+    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler, security, embeddings)
     # The hot paths first, as plain routes of the application itself: FastAPI's included routers
     # cost a match over every route they hold (8% of the event loop's time in a profile).
-    app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES]
+    app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES, *openai.HOT_ROUTES]
     app.include_router(jobs.router)
     app.include_router(v2.router)
     app.include_router(v1.router)
+    app.include_router(openai.router)
     app.include_router(admin.router)
     openapi.install(app)
     _install_error_handlers(app)
@@ -109,21 +113,29 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    # The OpenAI-compatible routes answer errors in OpenAI's shape; every other route in V2's.
     async def on_tierserve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TierserveError)
+        if openai.owns(request.url.path):
+            return openai.render_error(exc)
         return error_response(exc)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if openai.owns(request.url.path):
+            return openai.error_response(str(exc.detail), exc.status_code, dict(exc.headers or {}))
         return json_response({"error": str(exc.detail)}, exc.status_code, dict(exc.headers or {}))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(InvalidInput(f"invalid request: {exc.errors()}"))
+        return await on_tierserve_error(request, InvalidInput(f"invalid request: {exc.errors()}"))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return json_response({"error": f"internal server error: {type(exc).__name__}"}, 500)
+        message = f"internal server error: {type(exc).__name__}"
+        if openai.owns(request.url.path):
+            return openai.error_response(message, 500)
+        return json_response({"error": message}, 500)
 
     app.add_exception_handler(TierserveError, on_tierserve_error)
     app.add_exception_handler(HTTPException, on_http_error)

@@ -20,6 +20,9 @@ _CONFIGS = {
         "max_batch_size: 32\n"
         "# Sentences of 32 tokens seed the service-time estimate (it then learns from real traffic).\n"
         "warmup_shape: {input_ids: [32], attention_mask: [32]}\n"
+        "# Text in (/v1/embeddings, collections): tokenized on the server, truncated like\n"
+        "# sentence-transformers does (max_seq_length 256).\n"
+        "embedding: {tokenizer: tokenizer.json, max_length: 256, output: sentence_embedding}\n"
     ),
 }
 

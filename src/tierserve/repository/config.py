@@ -19,6 +19,8 @@ Every key is optional::
       max_bytes: 1048576      # larger answers are served, not cached
       tiers: [local, redis]   # layers: this process's LRU, then Redis shared by every server
       shared: false           # true: one cache for every tenant (the model's answers are not private)
+    embedding: {tokenizer: tokenizer.json, max_length: 256}  # text in: /v1/embeddings, collections
+    reranker: {tokenizer: tokenizer.json, max_length: 256}   # a cross-encoder (see textmodel.py)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import yaml
 
 from tierserve.errors import InvalidInput
+from tierserve.repository.textmodel import TextModelConfig
 
 DEFAULT_MAX_BATCH_SIZE = 32
 
@@ -136,6 +139,8 @@ class ModelConfig:
     default_tier: str | None = None
     warmup_shape: dict[str, tuple[int, ...]] = field(default_factory=dict)
     cache: CacheSettings | None = None  # None: this model's answers are never cached
+    embedding: TextModelConfig | None = None  # the model embeds text (tokenizer, length, output)
+    reranker: TextModelConfig | None = None  # the model scores (query, document) pairs
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
@@ -151,6 +156,8 @@ class ModelConfig:
             "default_tier",
             "warmup_shape",
             "cache",
+            "embedding",
+            "reranker",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -167,6 +174,8 @@ class ModelConfig:
             default_tier=_opt_str(raw, "default_tier", source=source),
             warmup_shape=_shapes(raw, "warmup_shape", source=source),
             cache=CacheSettings.parse(raw.get("cache"), source=source),
+            embedding=TextModelConfig.parse(raw.get("embedding"), section="embedding", source=source),
+            reranker=TextModelConfig.parse(raw.get("reranker"), section="reranker", source=source),
         )
         if config.max_queue_delay_ms < 0:
             raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")

@@ -1,0 +1,1 @@
+"""Retrieval: text embeddings through the engine, vector collections, filtered search, re-ranking."""
