@@ -23,6 +23,7 @@ class TierHint:
 
     tier: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""  # scopes result-cache entries, as on V2
 
 
 async def run_rows(
@@ -72,6 +73,7 @@ async def _run_chunk(
         outputs=[RequestedOutput(model.output)],
         parameters=dict(hint.parameters),
         tier=hint.tier,
+        tenant=hint.tenant,
     )
     response = await engine.infer(model.deployment, request)
     (output,) = response.outputs
