@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from tierserve.api.body import read_body
 from tierserve.api.codec import parse_json_object
+from tierserve.api.responses import json_body_doc
 from tierserve.engine.request import InferRequest
 from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
 from tierserve.retrieval.embeddings import Embedded
@@ -95,35 +96,28 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-_EMBEDDINGS_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model", "input"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "input": {
-                            "oneOf": [
-                                {"type": "string"},
-                                {"type": "array", "items": {"type": "string"}},
-                                {"type": "array", "items": {"type": "integer"}},
-                                {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
-                            ]
-                        },
-                        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-                        "dimensions": {"type": "integer", "minimum": 1},
-                        "user": {"type": "string"},
-                        "tier": {"type": "string"},
-                        "parameters": {"type": "object"},
-                    },
-                }
-            }
+_EMBEDDINGS_DOC = json_body_doc(
+    {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string"},
+            "input": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "array", "items": {"type": "integer"}},
+                    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                ]
+            },
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "dimensions": {"type": "integer", "minimum": 1},
+            "user": {"type": "string"},
+            "tier": {"type": "string"},
+            "parameters": {"type": "object"},
         },
     }
-}
+)
 
 
 def _state(request: Request) -> AppState:

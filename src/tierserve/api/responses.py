@@ -18,3 +18,8 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
 
 def error_response(exc: TierserveError) -> Response:
     return json_response({"error": exc.message}, exc.status_code, exc.headers())
+
+
+def json_body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its JSON body itself (no pydantic model): the schema."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
