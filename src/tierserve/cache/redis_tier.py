@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tierserve.cache.resp import RedisReplyError, RespClient
+
 log = logging.getLogger(__name__)
 
 PREFIX = "tierserve:cache:"
@@ -54,16 +56,15 @@ class RedisTier:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import redis
-        import redis.asyncio
 
         self.url = url
         self._on_generation = on_generation
         self._retry_s = retry_s
         self._clock = clock
         options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-        self._client: Any = redis.asyncio.Redis.from_url(url, **options)
+        self._client = RespClient.from_url(url, timeout_s=timeout_s)  # the hot path: reads and writes
         self._sync: Any = redis.Redis.from_url(url, **options)  # generations, from the loading thread
-        self._errors = (redis.RedisError, OSError, asyncio.TimeoutError)
+        self._errors = (redis.RedisError, OSError, asyncio.TimeoutError, RedisReplyError)
         self._down_until = 0.0
         self._down_logged = False
         self._writes: set[asyncio.Task[None]] = set()
@@ -83,7 +84,7 @@ class RedisTier:
         if not self.available:
             raise TierDown
         try:
-            values = await self._client.mget(keys)
+            values = await self._client.command(b"MGET", *(k.encode() for k in keys))
         except self._errors as exc:
             self._failed(exc)
             raise TierDown from exc
@@ -101,7 +102,7 @@ class RedisTier:
 
     async def _put(self, key: str, value: bytes, ttl_s: float) -> None:
         try:
-            await self._client.set(key, value, px=max(1, int(ttl_s * 1000)))
+            await self._client.command(b"SET", key.encode(), value, b"PX", b"%d" % max(1, int(ttl_s * 1000)))
         except self._errors as exc:
             self._failed(exc)
 
@@ -137,7 +138,7 @@ class RedisTier:
                 await self._subscriber
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=2.0)
-        await self._client.aclose()
+        await self._client.close()
         self._sync.close()
 
     async def _subscribe(self) -> None:
@@ -169,7 +170,7 @@ class RedisTier:
         versions = list(self.known())
         if not versions:
             return
-        values = await self._client.mget([generation_key(m, v) for m, v in versions])
+        values = await self._client.command(b"MGET", *(generation_key(m, v).encode() for m, v in versions))
         for (model, version), raw in zip(versions, values, strict=True):
             self._on_generation(model, version, int(raw or 0))
 

@@ -1,0 +1,86 @@
+"""The cache's pipelined Redis client: RESP2 parsing, and a real Redis (scripts/redis.sh)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from security import redis_server
+from tierserve.cache.resp import RedisReplyError, RespClient, encode, read_reply
+
+
+def parse(raw: bytes) -> object:
+    async def go() -> object:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await read_reply(reader)
+
+    return asyncio.run(go())
+
+
+def test_encode() -> None:
+    assert encode((b"GET", b"k")) == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    assert encode((b"SET", b"", b"a\r\nb")) == b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"+OK\r\n", b"OK"),
+        (b":42\r\n", 42),
+        (b"$-1\r\n", None),
+        (b"$4\r\na\r\nb\r\n", b"a\r\nb"),
+        (b"*2\r\n$1\r\nx\r\n$-1\r\n", [b"x", None]),
+        (b"*-1\r\n", None),
+    ],
+)
+def test_replies(raw: bytes, expected: object) -> None:
+    assert parse(raw) == expected
+
+
+def test_error_replies_are_returned_as_errors() -> None:
+    reply = parse(b"-WRONGTYPE Operation against a key\r\n")
+    assert isinstance(reply, RedisReplyError) and "WRONGTYPE" in str(reply)
+
+
+def test_commands_pipeline_on_one_connection_against_a_real_redis() -> None:
+    url = redis_server.server().url
+
+    async def go() -> None:
+        client = RespClient.from_url(url, timeout_s=5.0)
+        try:
+            assert (
+                await client.command(b"SET", b"tierserve:test:resp", b"v\x00\xff", b"PX", b"60000") == b"OK"
+            )
+            replies = await asyncio.gather(
+                *(client.command(b"MGET", b"tierserve:test:resp", b"tierserve:test:none") for _ in range(50))
+            )
+            assert replies == [[b"v\x00\xff", None]] * 50
+            with pytest.raises(RedisReplyError):
+                await client.command(b"NOSUCHCOMMAND")
+            assert await client.command(b"GET", b"tierserve:test:resp") == b"v\x00\xff"  # still in step
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+
+
+def test_an_unanswering_server_times_out_and_the_next_call_reconnects() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+
+        async def go() -> None:
+            client = RespClient("127.0.0.1", port, timeout_s=0.2)
+            try:
+                for _ in range(2):
+                    with pytest.raises(TimeoutError):
+                        await client.command(b"GET", b"k")
+            finally:
+                await client.close()
+
+        asyncio.run(go())
