@@ -16,7 +16,7 @@ each with its local pools pinned to core 0:
 
 Prices: a local replica costs $0.1785/h (c7i.xlarge on demand; a replica's share by the machine
 time its items take), the burst endpoint $0.05 per 1,000 requests (an assumption, see
-deploy/sim/README.md). Cost per 1,000 requests comes from the server's own ``tierserve_cost_total``.
+deploy/sim/README.md). Cost per 1,000 requests comes from the server's own ``tierserve_cost_dollars_total``.
 Per tier: share served within target, rejected, late; throughput; where requests went.
 """
 
@@ -67,7 +67,7 @@ def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], 
         args.model_repository, args.model, [0], logs / f"routing-{label}.log", extra
     ) as server:
         outcomes = asyncio.run(open_loop(server.port, requests, sizes, arrivals, tiers))
-        cost = scrape(server.port, "tierserve_cost_total")
+        cost = scrape(server.port, "tierserve_cost_dollars_total")
         routed = scrape(server.port, "tierserve_pool_requests_total")
     summary = summarise(outcomes, args.duration, args.rate)
     served = sum(routed.values())

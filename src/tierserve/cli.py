@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="also serve /metrics on this port, without authentication (Triton's is 8002; default off)",
+    )
+    serve.add_argument("--metrics-host", help="address of the metrics port (default: --host)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 64 MiB)")
     serve.add_argument(
@@ -137,6 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
         model_repository=args.model_repository,
         host=args.host,
         port=args.port,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
         config_file=args.config_file,

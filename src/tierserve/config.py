@@ -21,6 +21,8 @@ class ServerSettings:
     port: int = 8000
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
+    metrics_port: int = 0  # > 0: /metrics also on this port, without authentication (Triton: 8002)
+    metrics_host: str = ""  # where the metrics port listens; empty: the same address as --host
     graceful_shutdown_s: int = 30
     config_file: Path | None = None  # YAML: tiers, default_tier
     scheduling: str = "tiers"  # "tiers" (priority + deadlines) or "fifo" (tiers ignored: a baseline)

@@ -311,7 +311,7 @@ def test_metrics_is_prometheus_text(http: httpx.Client) -> None:
 def test_metrics_count_requests(http: httpx.Client) -> None:
     def successes() -> float:
         return metric_value(
-            http.get("/metrics").text, "tierserve_requests_total", model="simple", status="success"
+            http.get("/metrics").text, "tierserve_requests_total", model="simple", outcome="success"
         )
 
     before = successes()

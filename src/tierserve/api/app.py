@@ -21,9 +21,11 @@ from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
+from tierserve.engine.health import engine_state_metrics
 from tierserve.engine.pools import parse_pools
 from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.service import JobService
+from tierserve.observability.exporter import start_exporter
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
 from tierserve.retrieval.embeddings import EmbeddingService
@@ -64,14 +66,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
     cache = ResultCacheService.install(
         engine, metrics.registry, settings.cache_bytes, settings.cache_redis or settings.redis
     )
+    metrics.add_source(lambda: engine_state_metrics(engine))
     security = SecurityService.from_settings(settings, server_config, metrics.registry, engine.tiers)
     job_service = JobService.from_settings(settings, engine)
+    metrics.add_source(job_service.metric_families)
     autoscaler = LiveAutoscaler(
         engine, metrics, actuate=settings.autoscale == "local", interval_s=settings.autoscale_interval_s
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exporter = None
+        if settings.metrics_port:
+            host = settings.metrics_host or settings.host
+            exporter = start_exporter(metrics.registry, host, settings.metrics_port)
         await security.open()  # keys loaded before the first request; closed until then
         security.start()
         await job_service.open()  # an unreachable job database fails the start, not the first job
@@ -90,6 +98,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await asyncio.to_thread(engine.stop)
             await cache.close()
             await security.stop()  # last: flushes the inference audit records of the final requests
+            if exporter is not None:
+                exporter.close()
 
     app = FastAPI(
         title="tierserve",

@@ -26,7 +26,7 @@ import orjson
 from tierserve.datatypes import from_name
 from tierserve.errors import InferenceFailed
 from tierserve.repository.signature import Signature
-from tierserve.router.breaker import CircuitBreaker
+from tierserve.router.breaker import BreakerState, CircuitBreaker
 from tierserve.wire import tensor_from_bytes, tensor_to_bytes
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ class RemoteBackend:
     def available(self) -> bool:
         now = time.monotonic()
         return any(e.healthy and e.breaker.allows(now) for e in self._endpoints)
+
+    def endpoint_states(self) -> list[tuple[str, BreakerState]]:
+        """Each endpoint's URL and its circuit breaker's state (for metrics)."""
+        return [(e.url, e.breaker.state) for e in self._endpoints]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._call(self._infer(feeds), timeout=self._timeout_s + 1.0)

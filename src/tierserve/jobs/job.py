@@ -68,3 +68,11 @@ class Lease:
 class Page:
     jobs: list[Job]
     next_cursor: int | None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """Jobs per status, and the acceptance time of the oldest queued job (None: none queued)."""
+
+    counts: dict[str, int]
+    oldest_queued_at: float | None

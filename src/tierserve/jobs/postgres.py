@@ -18,10 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from tierserve.errors import InvalidInput
 from tierserve.jobs.group_commit import GroupCommit
-from tierserve.jobs.job import Job, JobSpec, Lease, Page
+from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import finish_params, list_filter
+from tierserve.jobs.store import SUMMARY_QUERY, finish_params, list_filter, summary_from_rows
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -229,6 +229,11 @@ class PostgresJobStore:
         if row is not None:
             return job_from_row(row), True
         return await self.get(job_id, with_result=False), False
+
+    async def summary(self) -> JobSummary:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(SUMMARY_QUERY)
+            return summary_from_rows(await cursor.fetchall())
 
     async def purge(self, now: float) -> int:
         total = 0

@@ -17,14 +17,16 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tierserve.config import ServerSettings
 from tierserve.engine.engine import Engine
 from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.events import JobEvents
-from tierserve.jobs.job import Job, Page
+from tierserve.jobs.job import Job, JobSummary, Page
 from tierserve.jobs.states import JobStatus, RetryPolicy, conflict
 from tierserve.jobs.store import JobStore, open_store
 from tierserve.jobs.submission import SubmitDefaults, build_spec
@@ -33,6 +35,7 @@ from tierserve.jobs.worker import JobWorkers, WorkerConfig
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+SUMMARY_INTERVAL_S = 5.0  # how often jobs are counted for /metrics
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class JobService:
         self._clock = clock
         self.workers = JobWorkers(store, engine, self.events, settings.workers, clock=clock, random=rng)
         self._purger: asyncio.Task[None] | None = None
+        self._summarizer: asyncio.Task[None] | None = None
+        self.summary: JobSummary | None = None  # refreshed every SUMMARY_INTERVAL_S, for metrics
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, engine: Engine) -> JobService:
@@ -93,12 +98,14 @@ class JobService:
     def start(self, ready: Awaitable[object]) -> None:
         self.workers.start(ready)
         self._purger = asyncio.create_task(self._purge_loop(), name="jobs-purge")
+        self._summarizer = asyncio.create_task(self._summary_loop(), name="jobs-summary")
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+        for task in (self._purger, self._summarizer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.workers.stop()
         await self.store.close()
 
@@ -112,6 +119,30 @@ class JobService:
             except Exception:
                 log.exception("purging expired jobs failed")
             await asyncio.sleep(period)
+
+    async def _summary_loop(self) -> None:
+        while True:
+            try:
+                self.summary = await self.store.summary()
+            except Exception:
+                log.exception("counting jobs for metrics failed")
+            await asyncio.sleep(SUMMARY_INTERVAL_S)
+
+    def metric_families(self) -> Iterable[Metric]:
+        """Jobs per status and the oldest queued job's age, as of the last count (scrape time)."""
+        jobs = GaugeMetricFamily("tierserve_jobs", "Stored jobs per status.", labels=["status"])
+        age = GaugeMetricFamily(
+            "tierserve_jobs_oldest_queued_age_seconds",
+            "Age of the oldest queued job (0 when none is queued).",
+        )
+        summary = self.summary
+        if summary is None:
+            return []
+        for status in JobStatus:
+            jobs.add_metric([status.value], summary.counts.get(status.value, 0))
+        oldest = summary.oldest_queued_at
+        age.add_metric([], 0.0 if oldest is None else max(0.0, self._clock() - oldest))
+        return [jobs, age]
 
     # -- operations --------------------------------------------------------------------------------
 

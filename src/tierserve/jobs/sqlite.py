@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tierserve.errors import InvalidInput
-from tierserve.jobs.job import Job, JobSpec, Lease, Page
+from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import finish_params, list_filter
+from tierserve.jobs.store import SUMMARY_QUERY, finish_params, list_filter, summary_from_rows
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -263,6 +263,13 @@ class SqliteJobStore:
         ).fetchall()
         jobs = [job_from_row(row) for row in rows[:limit]]
         return Page(jobs, jobs[-1].seq if len(rows) > limit else None)
+
+    async def summary(self) -> JobSummary:
+        return await self._on_side(self._summary)
+
+    def _summary(self) -> JobSummary:
+        assert self._side_db is not None
+        return summary_from_rows(self._side_db.execute(SUMMARY_QUERY).fetchall())
 
     async def lease(self, owner: str, limit: int, now: float, visibility_s: float) -> list[Lease]:
         if self._conn.execute(_ANY_DUE, (now,)).fetchone() is None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tierserve.errors import InvalidInput
-from tierserve.jobs.job import Job, JobSpec, Lease, Page
+from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.states import Decision, JobStatus
 
 SQLITE_FILE = "jobs.db"
@@ -75,6 +75,21 @@ class JobStore(Protocol):
 
     async def purge(self, now: float) -> int:
         """Delete jobs whose time to live has run out; how many."""
+
+    async def summary(self) -> JobSummary:
+        """How many jobs there are in each status, and when the oldest queued one was accepted."""
+
+
+# Counts by status and the oldest queued job's acceptance time, for metrics (same SQL on both stores).
+SUMMARY_QUERY = (
+    "SELECT status, COUNT(*), MIN(CASE WHEN status = 'queued' THEN created_at END) FROM jobs GROUP BY status"
+)
+
+
+def summary_from_rows(rows: Sequence[tuple[Any, ...]]) -> JobSummary:
+    counts = {str(status): int(n) for status, n, _ in rows}
+    oldest = [float(o) for _, _, o in rows if o is not None]
+    return JobSummary(counts, min(oldest) if oldest else None)
 
 
 def finish_params(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -11,12 +13,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+from tierserve import __version__
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,6 +69,24 @@ class TierMetrics:
 QueueSource = Callable[[], Iterable[tuple[str, int, str, dict[str, int], float | None]]]
 
 
+MetricSource = Callable[[], Iterable[Metric]]
+
+
+class _SourceCollector(Collector):
+    """Metric families computed at scrape time by the parts that own the state (models' readiness,
+    circuit breakers, jobs): nothing to keep in step between scrapes."""
+
+    def __init__(self) -> None:
+        self.sources: list[MetricSource] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for source in list(self.sources):
+            try:
+                yield from source()
+            except Exception:  # one broken source must not take /metrics down with it
+                logging.getLogger(__name__).exception("a metric source failed")
+
+
 class _QueueCollector(Collector):
     """Reads queue depth per tier and the oldest request's age from the engine at scrape time."""
 
@@ -107,8 +131,8 @@ class Metrics:
         labels = ["model", "version"]
         self.requests = Counter(
             "tierserve_requests",
-            "Inference requests by outcome.",
-            [*labels, "status"],
+            "Inference requests by outcome (success, failure, rejected).",
+            [*labels, "outcome"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
@@ -150,8 +174,8 @@ class Metrics:
             registry=self.registry,
         )
         self.cost = Counter(
-            "tierserve_cost",
-            "Cost accrued, in the currency of the pools' configured prices.",
+            "tierserve_cost_dollars",
+            "Cost accrued in US dollars, from the pools' configured prices (per hour or per request).",
             ["model", "pool", "tier"],
             registry=self.registry,
         )
@@ -175,10 +199,26 @@ class Metrics:
             ["pool"],
             registry=self.registry,
         )
+        # What a Triton user alerts on besides requests: the process, the build, state at scrape time.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.build_info = Gauge(
+            "tierserve_build_info",
+            "Always 1; the labels say which tierserve and Python this server runs.",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self._sources = _SourceCollector()
+        self.registry.register(self._sources)
         self._tiers: dict[tuple[str, str], TierMetrics] = {}
         self._routes: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
+
+    def add_source(self, source: MetricSource) -> None:
+        """Add families computed at each scrape (``GaugeMetricFamily`` and the like)."""
+        self._sources.sources.append(source)
 
     def set_queue_source(self, source: QueueSource) -> None:
         self._queues.source = source
