@@ -179,6 +179,18 @@ class Metrics:
             ["model", "pool", "tier"],
             registry=self.registry,
         )
+        self.tenant_cost = Counter(
+            "tierserve_tenant_cost_dollars",
+            "Cost accrued in US dollars per tenant (anonymous: authentication off).",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.tenant_requests = Counter(
+            "tierserve_tenant_requests",
+            "Requests served per tenant (anonymous: authentication off); with the cost, cost per request.",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.tier_requests = Counter(
             "tierserve_tier_requests",
             "Requests per SLA tier by outcome: met or missed its target, rejected (503/429), failed, "
@@ -213,6 +225,7 @@ class Metrics:
         self.registry.register(self._sources)
         self._tiers: dict[tuple[str, str], TierMetrics] = {}
         self._routes: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
+        self._tenants: dict[str, tuple[Counter, Counter]] = {}
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
 
@@ -250,6 +263,15 @@ class Metrics:
         children = self._routes.get(key)
         if children is None:  # label lookups take a lock: bind once per (model, pool, tier)
             children = self._routes[key] = (self.pool_requests.labels(*key), self.cost.labels(*key))
+        children[0].inc()
+        children[1].inc(cost)
+
+    def record_tenant(self, tenant: str | None, cost: float) -> None:
+        name = tenant or "anonymous"
+        children = self._tenants.get(name)
+        if children is None:
+            children = (self.tenant_requests.labels(name), self.tenant_cost.labels(name))
+            self._tenants[name] = children
         children[0].inc()
         children[1].inc(cost)
 

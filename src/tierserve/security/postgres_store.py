@@ -11,7 +11,15 @@ from psycopg_pool import AsyncConnectionPool
 from tierserve.errors import InvalidInput
 from tierserve.security.keys import KeyRecord
 from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
-from tierserve.security.store import KEY_COLUMNS, key_from_row, key_row
+from tierserve.security.store import (
+    KEY_COLUMNS,
+    USAGE_ADD,
+    USAGE_SCHEMA,
+    USAGE_SELECT,
+    UsageRowValues,
+    key_from_row,
+    key_row,
+)
 
 _SCHEMA_LOCK = 0x7473736563757269  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -79,7 +87,7 @@ class PostgresSecurityStore:
             raise InvalidInput(f"cannot connect to the security database: {exc}") from exc
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA:
+            for statement in [*_SCHEMA, USAGE_SCHEMA]:
                 await conn.execute(statement)
 
     async def close(self) -> None:
@@ -115,6 +123,14 @@ class PostgresSecurityStore:
     async def keys_version(self) -> tuple[Any, ...]:
         rows = await self._all("SELECT count(*), count(revoked_at), max(changed_at) FROM api_keys")
         return tuple(rows[0])
+
+    async def add_usage(self, deltas: Sequence[UsageRowValues]) -> None:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(USAGE_ADD.format(p="%s"), list(deltas))
+
+    async def usage(self, since: float) -> list[UsageRowValues]:
+        rows = await self._all(USAGE_SELECT.format(p="%s"), (since,))
+        return [(str(r[0]), float(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in rows]
 
     async def append(self, records: Sequence[AuditRecord]) -> None:
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:

@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 from tierserve.errors import InvalidInput
 from tierserve.security.keys import KeyRecord
 from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
-from tierserve.security.store import KEY_COLUMNS, key_from_row, key_row
+from tierserve.security.store import (
+    KEY_COLUMNS,
+    USAGE_ADD,
+    USAGE_SCHEMA,
+    USAGE_SELECT,
+    UsageRowValues,
+    key_from_row,
+    key_row,
+)
 
 T = TypeVar("T")
 
@@ -78,6 +86,7 @@ class SqliteSecurityStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(_SCHEMA)
+            db.execute(USAGE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise InvalidInput(f"cannot open the security database {self.path}: {exc}") from exc
         self._db = db
@@ -137,6 +146,26 @@ class SqliteSecurityStore:
             "SELECT count(*), count(revoked_at), max(changed_at) FROM api_keys"
         ).fetchone()
         return tuple(row)
+
+    async def add_usage(self, deltas: Sequence[UsageRowValues]) -> None:
+        await self._run(self._add_usage, list(deltas))
+
+    def _add_usage(self, rows: list[UsageRowValues]) -> None:
+        db = self._conn
+        db.execute("BEGIN")
+        try:
+            db.executemany(USAGE_ADD.format(p="?"), rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def usage(self, since: float) -> list[UsageRowValues]:
+        return await self._run(self._usage, since)
+
+    def _usage(self, since: float) -> list[UsageRowValues]:
+        rows = self._conn.execute(USAGE_SELECT.format(p="?"), (since,))
+        return [(str(r[0]), float(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in rows]
 
     async def append(self, records: Sequence[AuditRecord]) -> None:
         await self._run(self._append, [record_row(r) for r in records])

@@ -21,6 +21,28 @@ from tierserve.security.roles import Role
 
 SQLITE_FILE = "security.db"
 
+# Budget and quota usage per (name, window start): every server adds its increments.
+USAGE_SCHEMA = """CREATE TABLE IF NOT EXISTS budget_usage (
+    name TEXT NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    dollars DOUBLE PRECISION NOT NULL,
+    requests BIGINT NOT NULL,
+    replica_seconds DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (name, window_start)
+)"""
+USAGE_ADD = (
+    "INSERT INTO budget_usage (name, window_start, dollars, requests, replica_seconds) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (name, window_start) DO UPDATE SET "
+    "dollars = budget_usage.dollars + excluded.dollars, "
+    "requests = budget_usage.requests + excluded.requests, "
+    "replica_seconds = budget_usage.replica_seconds + excluded.replica_seconds"
+)
+USAGE_SELECT = (
+    "SELECT name, window_start, dollars, requests, replica_seconds FROM budget_usage "
+    "WHERE window_start >= {p}"
+)
+UsageRowValues = tuple[str, float, float, int, float]
+
 KEY_COLUMNS = (
     "id, key_hash, tenant, role, tier, rate, burst, concurrency, description, created_at, created_by, "
     "revoked_at"
@@ -48,6 +70,13 @@ class SecurityStore(Protocol):
 
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Newest first, at most ``query.limit + 1`` (one more tells that a next page exists)."""
+
+    async def add_usage(self, deltas: Sequence[UsageRowValues]) -> None:
+        """Add budget and quota usage (name, window start, dollars, requests, replica-seconds) to
+        the stored totals, in one transaction."""
+
+    async def usage(self, since: float) -> list[UsageRowValues]:
+        """Stored usage totals of every window that starts at or after ``since``."""
 
 
 def open_security_store(database: str, state_dir: Path) -> SecurityStore:
