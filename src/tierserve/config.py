@@ -85,7 +85,7 @@ def _coerce(name: str, raw: str, kind: type[Any]) -> Any:
 
 def load_server_config(path: Path | None) -> dict[str, Any]:
     """The server YAML (``--config``): ``tiers``, ``default_tier``, ``pools``, ``tenants`` (rate limits
-    per tenant); empty when none is given."""
+    per tenant), ``budgets`` and ``quotas``; empty when none is given."""
     if path is None:
         return {}
     try:
@@ -94,9 +94,8 @@ def load_server_config(path: Path | None) -> dict[str, Any]:
         raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidInput(f"server config {path} must be a mapping")
-    unknown = sorted(set(doc) - {"tiers", "default_tier", "pools", "tenants"})
+    known = {"tiers", "default_tier", "pools", "tenants", "budgets", "quotas"}
+    unknown = sorted(set(doc) - known)
     if unknown:
-        raise InvalidInput(
-            f"server config {path}: unknown keys {unknown}; known: tiers, default_tier, pools, tenants"
-        )
+        raise InvalidInput(f"server config {path}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
     return doc

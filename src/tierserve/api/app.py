@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +19,7 @@ from starlette.responses import Response
 from tierserve import __version__
 from tierserve.api import admin, jobs, openai, v1, v2
 from tierserve.api.responses import error_response, json_response
+from tierserve.budgets.policy import BudgetBook, BudgetConfigError
 from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
@@ -33,6 +36,7 @@ from tierserve.scheduler.tiers import TierTable
 from tierserve.security import openapi
 from tierserve.security.noting import NotingMetrics
 from tierserve.security.service import SecurityService
+from tierserve.security.usage import UsageSync
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class AppState:
     autoscaler: LiveAutoscaler
     security: SecurityService
     embeddings: EmbeddingService
+    usage: UsageSync
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -61,6 +66,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         honour_tiers=settings.scheduling == "tiers",
         state_dir=settings.state_dir,
         profiles_dir=settings.profiles_dir,
+        budgets=_budgets(server_config),
     )
     metrics.set_queue_source(engine.queue_snapshots)
     cache = ResultCacheService.install(
@@ -68,6 +74,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     metrics.add_source(lambda: engine_state_metrics(engine))
     security = SecurityService.from_settings(settings, server_config, metrics.registry, engine.tiers)
+    usage = UsageSync(security.store, engine.budgeting.book)
+    metrics.add_source(usage.metric_families)
     job_service = JobService.from_settings(settings, engine)
     metrics.add_source(job_service.metric_families)
     autoscaler = LiveAutoscaler(
@@ -82,6 +90,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             exporter = start_exporter(metrics.registry, host, settings.metrics_port)
         await security.open()  # keys loaded before the first request; closed until then
         security.start()
+        await usage.sync()  # budgets start from what was spent before this start (and by other servers)
+        syncing = asyncio.create_task(usage.run(), name="budget-usage")
         await job_service.open()  # an unreachable job database fails the start, not the first job
         await cache.open()  # follows generations from here on; Redis down is no reason to fail
         # Load in the background: /v2/health/live answers at once, /v2/health/ready once loaded.
@@ -97,6 +107,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await job_service.stop()  # before the engine: running jobs finish or are given back
             await asyncio.to_thread(engine.stop)
             await cache.close()
+            syncing.cancel()
+            with contextlib.suppress(Exception):  # a store that is down: logged by the loop already
+                await usage.sync()
             await security.stop()  # last: flushes the inference audit records of the final requests
             if exporter is not None:
                 exporter.close()
@@ -108,7 +121,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     embeddings = EmbeddingService(engine)
-    app.state.tierserve = AppState(settings, engine, metrics, job_service, autoscaler, security, embeddings)
+    app.state.tierserve = AppState(
+        settings=settings,
+        engine=engine,
+        metrics=metrics,
+        jobs=job_service,
+        autoscaler=autoscaler,
+        security=security,
+        embeddings=embeddings,
+        usage=usage,
+    )
     # The hot paths first, as plain routes of the application itself: FastAPI's included routers
     # cost a match over every route they hold (8% of the event loop's time in a profile).
     app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES, *openai.HOT_ROUTES]
@@ -120,6 +142,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     openapi.install(app)
     _install_error_handlers(app)
     return app
+
+
+def _budgets(server_config: dict[str, Any]) -> BudgetBook:
+    try:
+        return BudgetBook.from_config(server_config)
+    except BudgetConfigError as exc:
+        raise InvalidInput(f"server config: {exc}") from None
 
 
 def _install_error_handlers(app: FastAPI) -> None:

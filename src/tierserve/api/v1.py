@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 from tierserve.api.responses import json_response
 from tierserve.security import access
+from tierserve.security.access import IDENTITY
+from tierserve.security.identity import Identity
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState
@@ -30,3 +32,18 @@ async def autoscale(request: Request) -> Response:
     """The autoscaler's latest recommendation per pool, what it observed, and why."""
     state: AppState = request.app.state.tierserve
     return json_response(state.autoscaler.describe())
+
+
+@router.get("/v1/budgets", tags=["budgets"], dependencies=access.READER)
+async def budgets(request: Request) -> Response:
+    """Budgets and free-tier quotas in their current windows: limit, used, remaining, when each resets.
+    Readers and users see their own tenant's budgets; operators and admins see all."""
+    state: AppState = request.app.state.tierserve
+    identity: Identity | None = request.scope.get(IDENTITY)
+    scope = None if identity is None else identity.tenant_scope
+    rows = [
+        row.as_dict()
+        for row in state.engine.budgeting.book.rows(state.usage.clock())
+        if scope is None or row.scope == f"tenant:{scope}"
+    ]
+    return json_response({"budgets": rows})

@@ -20,6 +20,8 @@ import numpy as np
 
 from tierserve.backends.base import Backend
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
+from tierserve.budgets.policy import BudgetBook, Verdict
+from tierserve.engine.budgeting import Budgeting
 from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
 from tierserve.engine.hooks import ResultCache
 from tierserve.engine.pools import PoolSpec, default_pools
@@ -38,6 +40,8 @@ from tierserve.scheduler.service_time import ServiceTimeEstimator
 from tierserve.scheduler.tiers import TierChoice, TierTable
 
 log = logging.getLogger(__name__)
+
+_NO_BUDGETS = Verdict("ok")
 
 # Predictions are planned this far inside the deadline (a share of the request's budget).
 ROUTING_MARGIN = 0.1
@@ -84,8 +88,10 @@ class Engine:
         honour_tiers: bool = True,
         state_dir: Path = Path(".state"),
         profiles_dir: Path | None = None,
+        budgets: BudgetBook | None = None,
     ) -> None:
         self.repository = repository
+        self.budgeting = Budgeting(budgets or BudgetBook())
         self.metrics = metrics
         self.tiers = tiers or TierTable()
         self.pools = pools or default_pools()
@@ -391,8 +397,9 @@ class Engine:
         choice = self.choose_tier(deployment.name, request)
         outcome = "failed"
         try:
+            verdict = self.budgeting.verdict(request.tenant) if self.budgeting.active else _NO_BUDGETS
             prepared = prepare(deployment.signature, deployment.max_batch_size, request, deployment.name)
-            outputs = await self._route(deployment, prepared, choice, self._clock())
+            outputs = await self._route(deployment, prepared, choice, self._clock(), request.tenant, verdict)
             response = InferResponse(
                 model_name=deployment.name,
                 model_version=str(deployment.version),
@@ -414,15 +421,25 @@ class Engine:
             self._record(deployment, choice, outcome, time.perf_counter_ns() - started)
 
     async def _route(
-        self, deployment: Deployment, prepared: Prepared, choice: TierChoice, arrival: float
+        self,
+        deployment: Deployment,
+        prepared: Prepared,
+        choice: TierChoice,
+        arrival: float,
+        tenant: str | None = None,
+        verdict: Verdict | None = None,
     ) -> Outputs:
         deadline = arrival + choice.budget_s
-        rejects_late = self.honour_tiers and choice.tier.rejects_late
+        verdict = verdict or _NO_BUDGETS
+        # A tenant over a "cheapest" budget is served best effort on the cheapest pool.
+        rejects_late = self.honour_tiers and choice.tier.rejects_late and verdict.action == "ok"
         failed: set[str] = set()
         error: TierserveError | None = None
         while True:
             try:
-                runner = self._pick(deployment, prepared.rows, choice, deadline, rejects_late, failed)
+                runner = self._pick(
+                    deployment, prepared.rows, choice, deadline, rejects_late, failed, verdict
+                )
             except Unavailable:
                 if error is not None and not rejects_late:
                     raise error from None  # best effort: the failure itself says more than "no pool left"
@@ -444,6 +461,10 @@ class Engine:
             cost = runner.cost_per_item(prepared.rows) * prepared.rows
             deployment.stats.record_pool(runner.pool.name, prepared.rows, cost)
             self.metrics.record_route(deployment.name, runner.pool.name, choice.tier.name, cost)
+            self.metrics.record_tenant(tenant, cost)
+            if self.budgeting.active:
+                busy = runner.estimator.mean(prepared.rows) if runner.estimator.known else 0.0
+                self.budgeting.record(tenant, runner.pool.name, cost, prepared.rows, busy)
             return outputs
 
     def _pick(
@@ -454,14 +475,18 @@ class Engine:
         deadline: float,
         rejects_late: bool,
         failed: set[str],
+        verdict: Verdict = _NO_BUDGETS,
     ) -> ModelRunner:
         """The pool for this attempt (the router's choice), or Unavailable when none will do."""
         now = self._clock()
-        if len(deployment.runners) == 1 and not rejects_late and not failed:
+        budgets = self.budgeting.active
+        if len(deployment.runners) == 1 and not rejects_late and not failed and not budgets:
             (runner,) = deployment.runners.values()  # one pool and no deadline to check: nothing to choose
             if runner.breaker.allows(now):
                 return runner
         options = [r.option(rows, choice, now) for r in deployment.runners.values()]
+        if budgets:
+            options = self.budgeting.options(options, verdict)
         margin = ROUTING_MARGIN * choice.budget_s
         route = (
             retry_order(options, failed=failed, now=now, deadline=deadline, margin_s=margin,

@@ -34,7 +34,7 @@ class UsageSync:
         self.store = store
         self.book = book
         self.interval_s = interval_s
-        self._clock = clock
+        self.clock = clock
 
     async def sync(self) -> None:
         """Write this server's usage, read everyone's."""
@@ -45,7 +45,7 @@ class UsageSync:
             await self.store.add_usage(
                 [(n, s, u.dollars, u.requests, u.replica_seconds) for n, s, u in deltas]
             )
-        now = self._clock()
+        now = self.clock()
         since = min(start for _, start in self.book.current_windows(now))
         rows = await self.store.usage(since)
         self.book.merge_totals([(n, s, Usage(d, r, rs)) for n, s, d, r, rs in rows], now)
@@ -79,7 +79,7 @@ class UsageSync:
             "Free-tier quota per window.",
             labels=["quota", "scope", "window", "unit"],
         )
-        for row in self.book.rows(self._clock()):
+        for row in self.book.rows(self.clock()):
             if row.kind == "budget":
                 spent.add_metric([row.name, row.scope, row.window], row.used)
                 limit.add_metric([row.name, row.scope, row.window], row.limit)
