@@ -39,6 +39,7 @@ EXPECTED: dict[str, Role | None] = {
     "GET /metrics": Role.OPERATOR,
     "GET /v1/profiles": Role.OPERATOR,
     "GET /v1/autoscale": Role.OPERATOR,
+    "GET /v1/budgets": Role.READER,
     "POST /v1/admin/jobs/{job_id}/requeue": Role.OPERATOR,
     "POST /v2/repository/index": Role.ADMIN,
     "POST /v2/repository/models/{model_name}/load": Role.ADMIN,
