@@ -31,7 +31,8 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     binary_output: bool = False  # the default for outputs that do not say
     tier: str | None = None  # from the X-Tier header; the ``tier`` parameter wins over it
-    tenant: str = ""  # the caller's tenant ("" while authentication is off): scopes cached answers, budgets, cost per tenant
+    # The caller's tenant ("" while authentication is off): scopes cached answers; budgets and cost.
+    tenant: str = ""
 
 
 @dataclass
