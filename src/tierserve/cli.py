@@ -189,8 +189,9 @@ def _simulate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scenario = load_scenario(args.scenario, seed=args.seed)
     started = time.perf_counter()
-    outcome = run_all(scenario, baselines=not args.no_baselines)
+    outcome = run_all(scenario, baselines=not args.no_baselines, progress=report.ProgressBar())
     doc = report.summarise(outcome["results"], outcome["fixed_sizes"])
+    doc["notes"] = outcome.get("notes", [])
     doc["scenario"] = str(args.scenario)
     doc["seed"] = scenario.seed
     doc["wall_s"] = round(time.perf_counter() - started, 2)
@@ -199,7 +200,8 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print(report.table(doc))
     written = ", ".join(map(str, paths))
-    print(f"{len(scenario.trace)} requests per run, {doc['wall_s']} s in all; wrote {written}")
+    requests = scenario.counts.requests if scenario.counts is not None else len(scenario.trace)
+    print(f"{requests} requests per run, {doc['wall_s']} s in all; wrote {written}")
     return 0
 
 

@@ -44,6 +44,15 @@ class SimPoolSpec:
     max_batch_size: int = 32
     approximate: bool = False
     queue_capacity: int = 100_000
+    spot: bool = False
+    interruptions_per_hour: float = 0.0  # per replica (spot)
+    interruption_notice_s: float = 120.0  # warning before a spot replica is taken (AWS gives two minutes)
+    source: str = ""  # where the profile and price come from, or the assumption made
+
+    @property
+    def per_request(self) -> bool:
+        """A rented endpoint billed per request: always warm, ``replicas`` concurrent slots."""
+        return self.cost_per_1k_requests > 0 and self.cost_per_hour == 0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], base: Path) -> SimPoolSpec:

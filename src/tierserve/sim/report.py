@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import html
 import json
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from tierserve.sim.simulator import SimResult
+from typing import Any, Protocol, TextIO
 
 GOLD_GOAL = 0.999  # share of gold requests within target that a baseline fleet is sized to
+SILVER_GOAL = 0.99
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
-def summarise(results: dict[str, SimResult], fixed_sizes: dict[str, int]) -> dict[str, Any]:
+class _Summarised(Protocol):
+    def summary(self) -> dict[str, Any]: ...
+
+
+def compare(cost: float, baseline: float) -> str:
+    """``"N% cheaper"`` or ``"N% more expensive"`` than ``baseline`` (never a negative saving)."""
+    if baseline <= 0:
+        return "no cheaper baseline to compare to"
+    change = cost / baseline - 1
+    if abs(change) < 0.0005:
+        return "the same cost"
+    return f"{abs(change):.1%} {'cheaper' if change < 0 else 'more expensive'}"
+
+
+def summarise(results: Mapping[str, _Summarised], fixed_sizes: dict[str, int]) -> dict[str, Any]:
     summaries = {name: r.summary() for name, r in results.items()}
     for name, n in fixed_sizes.items():
         summaries[name]["fixed_replicas"] = n
@@ -28,6 +44,20 @@ def summarise(results: dict[str, SimResult], fixed_sizes: dict[str, int]) -> dic
         cost, name = min(meeting)
         doc["cheapest_single_pool_fleet"] = name
         doc["saving_vs_cheapest_fixed"] = round(1 - summaries["tierserve"]["cost_per_1m_requests"] / cost, 4)
+    if "reactive" in summaries and "tierserve" in summaries and summaries["reactive"]["cost_per_1m_requests"]:
+        ours, theirs = (
+            summaries["tierserve"]["cost_per_1m_requests"],
+            summaries["reactive"]["cost_per_1m_requests"],
+        )
+        doc["saving_vs_reactive"] = round(1 - ours / theirs, 4)
+    if "tierserve" in summaries:
+        tiers = summaries["tierserve"]["tiers"]
+        names = list(tiers)
+        doc["tierserve_goals"] = {
+            f"{names[0]} >= {GOLD_GOAL:.1%}": tiers[names[0]]["attainment"] >= GOLD_GOAL,
+            **({f"{names[1]} >= {SILVER_GOAL:.0%}": tiers[names[1]]["attainment"] >= SILVER_GOAL}
+               if len(names) > 1 else {}),
+        }  # fmt: skip
     return doc
 
 
@@ -44,11 +74,22 @@ def table(doc: dict[str, Any]) -> str:
         )
         size = f" ({run['fixed_replicas']} replicas)" if "fixed_replicas" in run else ""
         lines.append(f"{name:16} {run['cost_per_1m_requests']:>10.4f} {cells}{size}")
-    if "saving_vs_cheapest_fixed" in doc:
+    ours = runs.get("tierserve", {}).get("cost_per_1m_requests")
+    if "saving_vs_cheapest_fixed" in doc and ours is not None:
+        name = doc["cheapest_single_pool_fleet"]
+        versus = compare(ours, runs[name]["cost_per_1m_requests"])
         lines.append(
-            f"tierserve costs {doc['saving_vs_cheapest_fixed']:.1%} less than the cheapest single-pool fleet "
-            f"that meets gold >= 99.9% ({doc['cheapest_single_pool_fleet']})"
+            f"tierserve is {versus} per 1M requests than the cheapest single-pool fleet that meets "
+            f"gold >= {GOLD_GOAL:.1%} ({name})"
         )
+    if "saving_vs_reactive" in doc and ours is not None:
+        lines.append(
+            f"tierserve is {compare(ours, runs['reactive']['cost_per_1m_requests'])} per 1M requests than "
+            "reactive utilisation-only autoscaling"
+        )
+    for goal, met in doc.get("tierserve_goals", {}).items():
+        lines.append(f"tierserve {goal} within target: {'met' if met else 'NOT met'}")
+    lines += [f"note: {n}" for n in doc.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -62,6 +103,8 @@ def write(out: Path, doc: dict[str, Any], timeline: list[dict[str, Any]], title:
 
 
 def _html(doc: dict[str, Any], timeline: list[dict[str, Any]], title: str) -> str:
+    if timeline and "pools" in timeline[0]:
+        return _fleet_html(doc, timeline, title)
     pools = [k for k in (timeline[0] if timeline else {}) if isinstance(timeline[0][k], dict)]
     hours = [row["t"] / 3600 for row in timeline]
     rate = {"arrivals/s": list(zip(hours, [row["arrival_rate"] for row in timeline], strict=True))}
@@ -99,3 +142,56 @@ def _svg(series: dict[str, list[tuple[float, float]]], title: str, w: int = 900,
         parts.append(f"{label}{html.escape(name)}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _fleet_html(doc: dict[str, Any], timeline: list[dict[str, Any]], title: str) -> str:
+    """The fluid model's minute-by-minute timeline: load, replicas per pool, cost rate, attainment."""
+    hours = [row["t"] / 3600 for row in timeline]
+    pools = list(timeline[0]["pools"])
+    tiers = list(next(iter(doc["runs"].values()))["tiers"])
+
+    def series(values: list[float]) -> list[tuple[float, float]]:
+        return list(zip(hours, values, strict=True))
+
+    load = {"arrivals/s": series([row["arrival_rate"] for row in timeline])}
+    replicas = {p: series([row["pools"][p]["ready"] for row in timeline]) for p in pools}
+    replicas = {p: s for p, s in replicas.items() if any(y for _, y in s)}
+    cost = {"$/h": series([row["cost_per_hour"] for row in timeline])}
+    attainment = {t: series([row["attainment"][k] for row in timeline]) for k, t in enumerate(tiers)}
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}pre{background:#f6f6f6;padding:1em}</style>"
+        f"<h1>{html.escape(title)}</h1><pre>{html.escape(table(doc))}</pre>"
+        "<p>tierserve's run, per minute of the simulated day.</p>"
+        + _svg(load, "Load (arrivals per second)")
+        + _svg(replicas, "Replicas ready per pool (pools never opened are left out)")
+        + _svg(cost, "Cost rate ($ per hour; per-request endpoints included)")
+        + _svg(attainment, "Share of each tier's arrivals served within target, per minute")
+    )
+
+
+class ProgressBar:
+    """One line per run, redrawn with ``\\r`` on a terminal (``t4-fixed x3  [#####.....]  50%  4.1 s``);
+    elsewhere only the finished line."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+
+    def __call__(self, name: str) -> Callable[[float], None]:
+        started = time.perf_counter()
+        last = [-1]
+
+        def report(done: float) -> None:
+            percent = int(done * 100)
+            if percent == last[0] or (done < 1.0 and not self.stream.isatty()):
+                return
+            last[0] = percent
+            filled = int(done * self.width)
+            bar = "#" * filled + "." * (self.width - filled)
+            end = "\n" if done >= 1.0 else ""
+            elapsed = time.perf_counter() - started
+            self.stream.write(f"\r{name:24} [{bar}] {percent:3d}%  {elapsed:5.1f} s{end}")
+            self.stream.flush()
+
+        return report

@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from tierserve.autoscale.observation import observe_pool
+from tierserve.autoscale.planner import PoolStatus
 from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimits
 from tierserve.router.policy import choose_pool
 from tierserve.scheduler.batching import Pending
 from tierserve.scheduler.tiers import Tier, TierChoice
 from tierserve.sim.fleet import SimPool, SimPoolSpec, hourly_cost
+from tierserve.sim.planning import fleet_planner
 from tierserve.sim.traces import Trace
 
 _COMPLETE, _WAKE, _READY, _TICK = range(4)
@@ -33,7 +36,9 @@ class SimConfig:
     pools: list[SimPoolSpec]
     tiers: list[Tier]
     honour_tiers: bool = True  # False: FIFO, nothing rejected early (the baselines' scheduling)
-    autoscale: str = "slo"  # "slo" (tierserve), "utilisation" (reactive baseline), "fixed"
+    # "plan" (tierserve's fleet planner), "slo" (the per-pool SLO autoscaler), "utilisation"
+    # (reactive baseline), "fixed"
+    autoscale: str = "slo"
     tick_s: float = 10.0
     seed: int = 0
     name: str = "tierserve"
@@ -108,6 +113,8 @@ class _Simulation:
             for spec in config.pools
         }  # fmt: skip
         self.autoscaler = Autoscaler(limits)
+        self.planner = fleet_planner(config.pools, config.tiers, config.tick_s)
+        self.window_by_tier = np.zeros(len(trace.tier_names))
         self.window_latency: list[list[tuple[int, float]]] = [[] for _ in self.pools]
         self.timeline: list[dict[str, Any]] = []
         self.window_arrivals = 0
@@ -164,6 +171,7 @@ class _Simulation:
 
     def arrive(self, index: int, now: float, tier_index: int) -> None:
         self.window_arrivals += 1
+        self.window_by_tier[tier_index] += 1
         choice = self.choices[tier_index]
         tier = choice.tier
         options = []
@@ -224,39 +232,46 @@ class _Simulation:
     def tick(self, now: float) -> None:
         row: dict[str, Any] = {"t": round(now, 3), "arrival_rate": self.window_arrivals / self.config.tick_s}
         self.window_arrivals = 0
+        deadline = {i: t.target_s for i, t in enumerate(self.tiers) if t.rejects_late}
+        observations = []
         for p, pool in enumerate(self.pools):
-            ready = pool.ready
-            utilisation = min(1.0, pool.window_busy / (max(ready, 1) * self.config.tick_s))
-            pool.window_busy = 0.0
-            p95_ratio = self._p95_ratio(self.window_latency[p])
-            self.window_latency[p] = []
             oldest = pool.queue.oldest_arrival()
-            tight = min((t.target_s for t in self.tiers if t.rejects_late), default=1.0)
-            queue_ratio = 0.0 if oldest is None else (now - oldest) / tight
-            row[pool.spec.name] = {
-                "ready": ready,
-                "starting": len(pool.starting),
-                "utilisation": round(utilisation, 3),
-                "p95_ratio": round(p95_ratio, 3),
-            }
-            if self.config.autoscale == "utilisation":
-                p95_ratio = queue_ratio = 0.0  # the reactive baseline looks at utilisation only
-            obs = PoolObservation(
-                pool.spec.name, ready, len(pool.starting), utilisation, p95_ratio, queue_ratio
+            obs = observe_pool(
+                pool.spec.name,
+                ready=pool.ready,
+                starting=len(pool.starting),
+                capacity_used_s=pool.window_busy,
+                elapsed_s=self.config.tick_s,
+                latencies=self.window_latency[p],
+                targets=deadline,
+                oldest_wait_s=None if oldest is None else now - oldest,
             )
-            rec = self.autoscaler.recommend(obs, now)
-            if rec.desired != rec.current:
-                for ready_at in pool.scale_to(rec.desired, now):
+            pool.window_busy = 0.0
+            self.window_latency[p] = []
+            row[pool.spec.name] = {
+                "ready": obs.ready,
+                "starting": obs.starting,
+                "utilisation": round(obs.utilisation, 3),
+                "p95_ratio": round(obs.p95_ratio, 3),
+            }
+            if self.config.autoscale == "utilisation":  # the reactive baseline looks at utilisation only
+                obs = PoolObservation(obs.pool, obs.ready, obs.starting, obs.utilisation)
+            observations.append(obs)
+        if self.config.autoscale == "plan":
+            desired = self._plan(now)
+        else:
+            desired = [self.autoscaler.recommend(obs, now).desired for obs in observations]
+        for p, pool in enumerate(self.pools):
+            if desired[p] != pool.ready + len(pool.starting) and not pool.spec.per_request:
+                for ready_at in pool.scale_to(desired[p], now):
                     self.push(ready_at, _READY, p, ready_at)
-            row[pool.spec.name]["desired"] = rec.desired
+            row[pool.spec.name]["desired"] = desired[p]
         self.timeline.append(row)
 
-    def _p95_ratio(self, window: list[tuple[int, float]]) -> float:
-        worst = 0.0
-        for i, tier in enumerate(self.tiers):
-            if not tier.rejects_late:
-                continue
-            lat = [latency for t, latency in window if t == i]
-            if len(lat) >= 5:
-                worst = max(worst, float(np.percentile(lat, 95)) / tier.target_s)
-        return worst
+    def _plan(self, now: float) -> list[int]:
+        """The fleet planner's replicas per pool from this window's arrivals per tier."""
+        self.planner.observe(dict(zip(self.trace.tier_names, self.window_by_tier.tolist(), strict=True)))
+        self.window_by_tier[:] = 0
+        status = {p.spec.name: PoolStatus(p.ready, len(p.starting)) for p in self.pools}
+        plan = self.planner.plan(now, status)
+        return [plan.pools[p.spec.name].desired for p in self.pools]
