@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve /metrics on this port, without authentication (Triton's is 8002; default off)",
     )
     serve.add_argument("--metrics-host", help="address of the metrics port (default: --host)")
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve Triton's GRPCInferenceService on this port, e.g. 8001 (default: no gRPC)",
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 64 MiB)")
     serve.add_argument(
@@ -145,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        grpc_port=args.grpc_port,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
         config_file=args.config_file,

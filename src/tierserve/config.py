@@ -19,6 +19,7 @@ class ServerSettings:
     model_repository: Path = Path("models")
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0  # GRPCInferenceService on this port too (Triton's is 8001); 0: no gRPC
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
     metrics_port: int = 0  # > 0: /metrics also on this port, without authentication (Triton: 8002)

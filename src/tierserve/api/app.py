@@ -98,9 +98,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         loading = asyncio.create_task(asyncio.to_thread(engine.load_all))
         job_service.start(loading)  # job workers begin once the models are loaded
         scaling = asyncio.create_task(autoscaler.run()) if settings.autoscale != "off" else None
+        grpc_server = None
+        if settings.grpc_port:
+            from tierserve.grpc_api.server import start_grpc  # grpcio only for servers that speak it
+
+            grpc_server = await start_grpc(settings, engine, security)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.graceful_shutdown_s)  # in-flight calls finish first
             if scaling is not None:
                 scaling.cancel()
             await asyncio.shield(loading)

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tierserve import __version__
+from tierserve.api import documents
 from tierserve.api.body import read_body
 from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
 from tierserve.api.responses import json_response
-from tierserve.errors import InvalidInput, ModelNotFound, Unavailable
+from tierserve.errors import InvalidInput, ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
 from tierserve.security import access
 from tierserve.security.access import apply_key_tier, audited, guarded
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
-PLATFORM = "onnxruntime_onnx"
 
 _INFER_DOC: dict[str, Any] = {
     "requestBody": {
@@ -91,7 +89,7 @@ async def ready(request: Request) -> Response:
 @router.get("/v2", tags=["metadata"], dependencies=access.READER)
 @router.get("/v2/", tags=["metadata"], include_in_schema=False, dependencies=access.READER)
 async def server_metadata() -> Response:
-    return json_response({"name": "tierserve", "version": __version__, "extensions": EXTENSIONS})
+    return json_response(documents.server_metadata())
 
 
 # Before the {model_name} routes: otherwise "stats" would be taken for a model name.
@@ -119,24 +117,7 @@ async def model_stats(
     responses=_errors(404),
 )
 async def model_metadata(request: Request, model_name: str, model_version: str | None = None) -> Response:
-    engine = _state(request).engine
-    deployment = engine.deployment(model_name, model_version)
-    versions = [str(deployment.version)] if model_version else [str(v) for v in engine.versions(model_name)]
-    return json_response(
-        {
-            "name": model_name,
-            "versions": versions,
-            "platform": PLATFORM,
-            "inputs": [spec.metadata() for spec in deployment.signature.inputs],
-            "outputs": [spec.metadata() for spec in deployment.signature.outputs],
-            # tierserve's addition: the pools serving this version and how each variant was made.
-            "pools": [
-                {**runner.pool.describe(), **deployment.variants.get(pool, {})}
-                for pool, runner in deployment.runners.items()
-            ],
-            "variants": deployment.variants,
-        }
-    )
+    return json_response(documents.model_metadata(_state(request).engine, model_name, model_version))
 
 
 @router.get(
@@ -149,17 +130,7 @@ async def model_metadata(request: Request, model_name: str, model_version: str |
     responses=_errors(404, 503),
 )
 async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
-    try:
-        _state(request).engine.deployment(model_name, model_version)
-    except ModelNotFound:
-        repository = _state(request).engine.repository
-        if model_name not in repository.model_names():
-            raise
-        if model_version and (
-            not model_version.isdigit() or int(model_version) not in repository.versions(model_name)
-        ):
-            raise  # a version that does not exist is unknown (404), not "not ready" (503)
-        raise Unavailable(f"model '{model_name}' is not ready") from None
+    documents.check_model_ready(_state(request).engine, model_name, model_version)
     return json_response({"name": model_name, "ready": True})
 
 
@@ -177,35 +148,7 @@ async def model_ready(request: Request, model_name: str, model_version: str | No
 )
 async def model_config(request: Request, model_name: str, model_version: str | None = None) -> Response:
     """Triton's model configuration extension (what perf_analyzer reads)."""
-    engine = _state(request).engine
-    deployment = engine.deployment(model_name, model_version)
-    config = engine.config(model_name)
-    batching = deployment.max_batch_size > 0
-
-    def tensor(spec: Any) -> dict[str, Any]:
-        dims = list(spec.shape[1:] if batching else spec.shape)
-        return {"name": spec.name, "data_type": spec.datatype.triton_name, "dims": dims}
-
-    doc: dict[str, Any] = {
-        "name": model_name,
-        "platform": PLATFORM,
-        "backend": "onnxruntime",
-        "max_batch_size": deployment.max_batch_size,
-        "input": [tensor(spec) for spec in deployment.signature.inputs],
-        "output": [tensor(spec) for spec in deployment.signature.outputs],
-        "instance_group": [
-            {
-                "name": f"{model_name}_{pool}",
-                "kind": "KIND_GPU" if r.pool.kind == "torch-cuda" else "KIND_CPU",
-                "count": len(r.backends),
-            }
-            for pool, r in deployment.runners.items()
-        ],
-        "version_policy": config.version_policy.describe(),
-    }
-    if batching:
-        doc["dynamic_batching"] = {"max_queue_delay_microseconds": int(config.max_queue_delay_ms * 1000)}
-    return json_response(doc)
+    return json_response(documents.model_config(_state(request).engine, model_name, model_version))
 
 
 # -- inference ---------------------------------------------------------------------------------

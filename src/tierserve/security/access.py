@@ -151,7 +151,11 @@ def default_tier(request: Request) -> str | None:
 
 def apply_key_tier(request: Request, decoded: InferRequest) -> None:
     """The key's tier becomes the request's when it names none (parameter, X-Tier or priority)."""
-    identity: Identity | None = request.scope.get(IDENTITY)
+    apply_identity_tier(request.scope.get(IDENTITY), decoded)
+
+
+def apply_identity_tier(identity: Identity | None, decoded: InferRequest) -> None:
+    """``apply_key_tier`` for a caller already known (gRPC has no Starlette request)."""
     if identity is None or identity.tier is None or decoded.tier is not None:
         return
     if "tier" not in decoded.parameters and not decoded.parameters.get("priority"):
@@ -175,15 +179,23 @@ async def audited(request: Request, action: str, target: str | None = None) -> A
     async with audited(request, "model.load", model_name):
         await asyncio.to_thread(engine.load, model_name)
     """
-    security: Any = request.app.state.tierserve.security
-    identity = identity_of(request) or ANONYMOUS
+    async with audited_by(request.app.state.tierserve.security, identity_of(request), action, target) as note:
+        yield note
+
+
+@contextlib.asynccontextmanager
+async def audited_by(
+    security: Any, identity: Identity | None, action: str, target: str | None = None
+) -> AsyncIterator[AdminAction]:
+    """``audited`` for a caller already known (gRPC has no Starlette request)."""
+    who = identity or ANONYMOUS
     note = AdminAction(target=target)
 
     def record(status: int, detail: str | None) -> Any:
         return admin_record(
             action,
-            actor=identity.key_id,
-            tenant=note.tenant or identity.tenant or None,
+            actor=who.key_id,
+            tenant=note.tenant or who.tenant or None,
             status=status,
             now=time.time(),
             target=note.target,

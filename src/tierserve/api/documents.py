@@ -1,0 +1,86 @@
+"""What the metadata, readiness and model-configuration endpoints answer, for both protocols.
+
+REST sends these dictionaries as JSON; gRPC fills its messages from them (field names are the
+protocol's in both), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tierserve import __version__
+from tierserve.engine.engine import Engine
+from tierserve.errors import ModelNotFound, Unavailable
+
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+PLATFORM = "onnxruntime_onnx"
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": "tierserve", "version": __version__, "extensions": EXTENSIONS}
+
+
+def model_metadata(engine: Engine, model_name: str, model_version: str | None) -> dict[str, Any]:
+    deployment = engine.deployment(model_name, model_version)
+    versions = [str(deployment.version)] if model_version else [str(v) for v in engine.versions(model_name)]
+    return {
+        "name": model_name,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": [spec.metadata() for spec in deployment.signature.inputs],
+        "outputs": [spec.metadata() for spec in deployment.signature.outputs],
+        # tierserve's addition: the pools serving this version and how each variant was made.
+        "pools": [
+            {**runner.pool.describe(), **deployment.variants.get(pool, {})}
+            for pool, runner in deployment.runners.items()
+        ],
+        "variants": deployment.variants,
+    }
+
+
+def check_model_ready(engine: Engine, model_name: str, model_version: str | None) -> None:
+    """Returns if the model (version) serves; ModelNotFound (404) if it does not exist, Unavailable
+    (503) if it exists but is not loaded."""
+    try:
+        engine.deployment(model_name, model_version)
+    except ModelNotFound:
+        repository = engine.repository
+        if model_name not in repository.model_names():
+            raise
+        if model_version and (
+            not model_version.isdigit() or int(model_version) not in repository.versions(model_name)
+        ):
+            raise  # a version that does not exist is unknown (404), not "not ready" (503)
+        raise Unavailable(f"model '{model_name}' is not ready") from None
+
+
+def model_config(engine: Engine, model_name: str, model_version: str | None) -> dict[str, Any]:
+    """Triton's model configuration extension (what perf_analyzer reads)."""
+    deployment = engine.deployment(model_name, model_version)
+    config = engine.config(model_name)
+    batching = deployment.max_batch_size > 0
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        dims = list(spec.shape[1:] if batching else spec.shape)
+        return {"name": spec.name, "data_type": spec.datatype.triton_name, "dims": dims}
+
+    doc: dict[str, Any] = {
+        "name": model_name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": deployment.max_batch_size,
+        "input": [tensor(spec) for spec in deployment.signature.inputs],
+        "output": [tensor(spec) for spec in deployment.signature.outputs],
+        "instance_group": [
+            {
+                "name": f"{model_name}_{pool}",
+                "kind": "KIND_GPU" if r.pool.kind == "torch-cuda" else "KIND_CPU",
+                "count": len(r.backends),
+            }
+            for pool, r in deployment.runners.items()
+        ],
+        "version_policy": config.version_policy.describe(),
+    }
+    if batching:
+        doc["dynamic_batching"] = {"max_queue_delay_microseconds": int(config.max_queue_delay_ms * 1000)}
+    return doc

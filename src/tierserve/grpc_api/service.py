@@ -1,0 +1,345 @@
+"""``inference.GRPCInferenceService``: thin handlers over the engine, as the REST routes are.
+
+Each RPC needs the role its REST twin needs (``ROLES``); credentials travel as metadata
+(``authorization: Bearer <key or JWT>`` or ``x-api-key``), the tier as the ``tier`` parameter,
+Triton's ``priority``/``timeout`` parameters or ``x-tier`` metadata. Errors become gRPC status codes
+as Triton maps its own (``STATUS_CODES``), with the V2 error text as the details, and ``retry-after``
+in the trailing metadata where REST would send the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format
+
+from tierserve.api import documents
+from tierserve.engine.engine import Engine
+from tierserve.engine.request import InferRequest
+from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.grpc_api import messages, tensors
+from tierserve.security import access
+from tierserve.security.access import Access, apply_identity_tier, audited_by
+from tierserve.security.guard import RequestNote
+from tierserve.security.identity import Identity
+from tierserve.security.noting import current_note
+from tierserve.security.service import SecurityService
+
+log = logging.getLogger(__name__)
+
+# HTTP status of a TierserveError -> gRPC code (Triton: INVALID_ARG -> INVALID_ARGUMENT, etc.).
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# The role of each RPC: that of the REST route it mirrors.
+ROLES: dict[str, Access] = {
+    "ServerLive": Access(None),
+    "ServerReady": Access(None),
+    "ModelReady": access.READER[0].dependency,
+    "ServerMetadata": access.READER[0].dependency,
+    "ModelMetadata": access.READER[0].dependency,
+    "ModelConfig": access.READER[0].dependency,
+    "ModelStatistics": access.OPERATOR[0].dependency,
+    "ModelInfer": access.INFER[0].dependency,
+    "ModelStreamInfer": access.INFER[0].dependency,
+    "RepositoryIndex": access.ADMIN[0].dependency,
+    "RepositoryModelLoad": access.ADMIN[0].dependency,
+    "RepositoryModelUnload": access.ADMIN[0].dependency,
+}
+
+# Stream requests a stream runs at once; the next one is read when one finishes (bounded memory).
+STREAM_IN_FLIGHT = 64
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, TierserveError):
+        return STATUS_CODES.get(exc.status_code, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode.INTERNAL
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, TierserveError):
+        return exc.message
+    return f"internal server error: {type(exc).__name__}"
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    if not isinstance(exc, TierserveError):
+        log.error("unhandled error in a gRPC call", exc_info=exc)
+    trailing: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, TierserveError):
+        trailing = tuple((k.lower(), v) for k, v in exc.headers().items())
+    await context.abort(status_code(exc), error_message(exc), trailing)
+    raise AssertionError("context.abort returned")  # it raises; this tells the type checker
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            found[key] = value
+    return found
+
+
+class InferenceService:
+    """The handlers of every RPC, bound to one server's engine and security."""
+
+    def __init__(self, engine: Engine, security: SecurityService, max_body_bytes: int) -> None:
+        self.engine = engine
+        self.security = security
+        self.max_body_bytes = max_body_bytes
+
+    # -- access -----------------------------------------------------------------------------------
+
+    async def _guarded(
+        self,
+        rpc: str,
+        metadata: dict[str, str],
+        work: Callable[[Identity | None], Awaitable[Any]],
+        model: str | None = None,
+        version: str | None = None,
+    ) -> Any:
+        """Run ``work`` as the REST guard runs a route: authenticate, authorise, count the rate and
+        the concurrency slots, audit inference; raises TierserveError (or the work's own error)."""
+        role = ROLES[rpc]
+        guard = self.security.guard
+        if role.role is None or not guard.enabled:
+            return await work(None)
+        note = RequestNote(time.perf_counter_ns())
+        token = current_note.set(note)
+        status = 500
+        try:
+            identity = guard.authenticate(metadata.get("authorization"), metadata.get("x-api-key"))
+            note.identity = identity
+            note.action = role.audit
+            guard.authorize(identity, role.role)
+            await guard.admit(identity, note, role.holds_work)
+            result = await work(identity)
+            status = 200
+            return result
+        except Exception as exc:
+            status = getattr(exc, "status_code", 500)
+            raise
+        finally:
+            current_note.reset(token)
+            path = {"model_name": model, "model_version": version or None}
+            await self.security.finish(note, status, {"path_params": path})
+
+    async def _unary(
+        self,
+        rpc: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[Identity | None], Awaitable[Any]],
+        model: str | None = None,
+        version: str | None = None,
+    ) -> Any:
+        try:
+            return await self._guarded(rpc, _metadata(context), work, model, version)
+        except Exception as exc:
+            await abort(context, exc)
+
+    # -- health and metadata ----------------------------------------------------------------------
+
+    async def server_live(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return messages.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return messages.ServerReadyResponse(ready=self.engine.ready)
+
+    async def model_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            try:
+                documents.check_model_ready(self.engine, request.name, request.version or None)
+            except TierserveError:  # unknown or not loaded: Triton answers ready=false, not an error
+                return messages.ModelReadyResponse(ready=False)
+            return messages.ModelReadyResponse(ready=True)
+
+        return await self._unary("ModelReady", context, work, request.name, request.version)
+
+    async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            return messages.ServerMetadataResponse(**documents.server_metadata())
+
+        return await self._unary("ServerMetadata", context, work)
+
+    async def model_metadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            doc = documents.model_metadata(self.engine, request.name, request.version or None)
+            return json_format.ParseDict(doc, messages.ModelMetadataResponse(), ignore_unknown_fields=True)
+
+        return await self._unary("ModelMetadata", context, work, request.name, request.version)
+
+    async def model_config(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            doc = documents.model_config(self.engine, request.name, request.version or None)
+            return json_format.ParseDict({"config": doc}, messages.ModelConfigResponse())
+
+        return await self._unary("ModelConfig", context, work, request.name, request.version)
+
+    async def model_statistics(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            rows = self.engine.stats(request.name or None, request.version or None)
+            return json_format.ParseDict(
+                {"model_stats": rows}, messages.ModelStatisticsResponse(), ignore_unknown_fields=True
+            )
+
+        return await self._unary("ModelStatistics", context, work, request.name or None, request.version)
+
+    # -- model repository -------------------------------------------------------------------------
+
+    async def repository_index(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            rows = self.engine.index()
+            if request.ready:
+                rows = [row for row in rows if row["state"] == "READY"]
+            return messages.RepositoryIndexResponse(models=[dict(row) for row in rows])
+
+        return await self._unary("RepositoryIndex", context, work)
+
+    async def repository_model_load(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            if request.parameters:
+                raise InvalidInput(
+                    "load parameters (config or file overrides) are not supported; edit config.yaml"
+                )
+            async with audited_by(self.security, identity, "model.load", request.model_name):
+                if request.model_name not in self.engine.repository.model_names():
+                    raise ModelNotFound(request.model_name)
+                await asyncio.to_thread(self.engine.load, request.model_name)
+            return messages.RepositoryModelLoadResponse()
+
+        return await self._unary("RepositoryModelLoad", context, work, request.model_name)
+
+    async def repository_model_unload(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            async with audited_by(self.security, identity, "model.unload", request.model_name):
+                await asyncio.to_thread(self.engine.unload, request.model_name)
+            return messages.RepositoryModelUnloadResponse()
+
+        return await self._unary("RepositoryModelUnload", context, work, request.model_name)
+
+    # -- inference --------------------------------------------------------------------------------
+
+    async def _infer(self, rpc: str, request: Any, metadata: dict[str, str]) -> Any:
+        async def work(identity: Identity | None) -> Any:
+            deployment = self.engine.deployment(request.model_name, request.model_version or None)
+            decoded: InferRequest = tensors.decode_request(request)
+            decoded.tier = metadata.get("x-tier")
+            apply_identity_tier(identity, decoded)
+            return tensors.encode_response(await self.engine.infer(deployment, decoded))
+
+        return await self._guarded(rpc, metadata, work, request.model_name, request.model_version)
+
+    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await self._infer("ModelInfer", request, _metadata(context))
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        """Each request of the stream runs as it arrives (up to STREAM_IN_FLIGHT at once); responses
+        go back as they finish, matched by ``id``; a failed request answers ``error_message`` and the
+        stream goes on, as Triton's does."""
+        metadata = _metadata(context)
+        done: asyncio.Queue[Any] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(request: Any) -> None:
+            try:
+                response = messages.ModelStreamInferResponse(
+                    infer_response=await self._infer("ModelStreamInfer", request, metadata)
+                )
+            except Exception as exc:
+                if not isinstance(exc, TierserveError):
+                    log.error("unhandled error in a gRPC stream request", exc_info=exc)
+                response = messages.ModelStreamInferResponse(
+                    error_message=error_message(exc),
+                    infer_response=messages.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id
+                    ),
+                )
+            finally:
+                slots.release()
+            done.put_nowait(response)
+
+        async def read() -> None:
+            async for request in requests:
+                await slots.acquire()
+                task = asyncio.create_task(one(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.wait(set(running))
+            done.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                response = await done.get()
+                if response is None:
+                    break
+                yield response
+            await reader  # a failed read (the client reset the stream) ends the call with its error
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+
+def generic_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+    """The service's RPCs, (de)serialised with the message classes of ``messages``."""
+    unary = {
+        "ServerLive": service.server_live,
+        "ServerReady": service.server_ready,
+        "ModelReady": service.model_ready,
+        "ServerMetadata": service.server_metadata,
+        "ModelMetadata": service.model_metadata,
+        "ModelInfer": service.model_infer,
+        "ModelConfig": service.model_config,
+        "ModelStatistics": service.model_statistics,
+        "RepositoryIndex": service.repository_index,
+        "RepositoryModelLoad": service.repository_model_load,
+        "RepositoryModelUnload": service.repository_model_unload,
+    }
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            method,
+            request_deserializer=messages.request_class(name).FromString,
+            response_serializer=_serialize,
+        )
+        for name, method in unary.items()
+    }
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        service.model_stream_infer,
+        request_deserializer=messages.request_class("ModelStreamInfer").FromString,
+        response_serializer=_serialize,
+    )
+    assert set(handlers) == set(messages.methods()), "every RPC of inference.proto has a handler"
+    return grpc.method_handlers_generic_handler(messages.SERVICE, handlers)
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
