@@ -1,30 +1,18 @@
-"""Fixtures for the gRPC tests: the example repository (through the CLI) and a server on it that
-also serves gRPC, shared by a module."""
+"""Fixtures for the gRPC tests: a server on the example repository that also serves gRPC, shared by
+a module."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
 
-from support.server import RunningServer, free_port, start_server, tierserve_command
+from integration import conftest as integration
+from support.server import RunningServer, free_port, start_server
 
-
-@pytest.fixture(scope="session")
-def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("grpc-repo") / "models"
-    result = subprocess.run(
-        [*tierserve_command(), "example-models", str(repo), "--no-minilm"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"example-models failed:\n{result.stdout}\n{result.stderr}"
-    return repo
+example_repo = integration.example_repo  # the session's example repository (built by the CLI)
 
 
 class GrpcServer:

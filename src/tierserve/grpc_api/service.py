@@ -126,11 +126,7 @@ class InferenceService:
         token = current_note.set(note)
         status = 500
         try:
-            identity = guard.authenticate(metadata.get("authorization"), metadata.get("x-api-key"))
-            note.identity = identity
-            note.action = role.audit
-            guard.authorize(identity, role.role)
-            await guard.admit(identity, note, role.holds_work)
+            identity = await role.check(guard, metadata.get("authorization"), metadata.get("x-api-key"), note)
             result = await work(identity)
             status = 200
             return result

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from tierserve.engine.request import InferRequest
 from tierserve.errors import TierserveError
-from tierserve.security.guard import RequestNote
+from tierserve.security.guard import Guard, RequestNote
 from tierserve.security.identity import ANONYMOUS, Identity
 from tierserve.security.keyadmin import admin_record
 from tierserve.security.roles import Role
@@ -58,15 +58,22 @@ class Access:
         if not guard.enabled:
             return
         headers = request.headers
-        identity: Identity = guard.authenticate(headers.get("authorization"), headers.get("x-api-key"))
         scope = request.scope
-        note: RequestNote | None = scope.get(NOTE)
+        authorization, api_key = headers.get("authorization"), headers.get("x-api-key")
+        scope[IDENTITY] = await self.check(guard, authorization, api_key, scope.get(NOTE))
+
+    async def check(
+        self, guard: Guard, authorization: str | None, api_key: str | None, note: RequestNote | None
+    ) -> Identity:
+        """Authenticate, authorise and admit one call (any protocol); the caller's identity."""
+        assert self.role is not None
+        identity = guard.authenticate(authorization, api_key)
         if note is not None:  # refused requests are audited too (403, 429), with who asked
             note.identity = identity
             note.action = self.audit
         guard.authorize(identity, self.role)
         await guard.admit(identity, note, self.holds_work)
-        scope[IDENTITY] = identity
+        return identity
 
     def __repr__(self) -> str:
         return f"Access({'public' if self.role is None else self.role})"
