@@ -239,6 +239,7 @@ class InferenceService:
             decoded: InferRequest = tensors.decode_request(request)
             decoded.tier = metadata.get("x-tier")
             apply_identity_tier(identity, decoded)
+            decoded.tenant = identity.tenant if identity is not None else ""  # cache answers stay in a tenant
             return tensors.encode_response(await self.engine.infer(deployment, decoded))
 
         return await self._guarded(rpc, metadata, work, request.model_name, request.model_version)
