@@ -61,6 +61,12 @@ class RateLimited(Unavailable):
     status_code = 429
 
 
+class DeadlineExceeded(TierserveError):
+    """A best-effort request's own ``timeout`` passed before its outputs were ready (HTTP 504)."""
+
+    status_code = 504
+
+
 class InferenceFailed(TierserveError):
     status_code = 500
     # Whether the backend is to blame (counts against its circuit breaker) rather than the request.

@@ -1,6 +1,7 @@
 """Tier-aware batch formation with a virtual clock and a hand-seeded service-time estimate."""
 
 import math
+from dataclasses import dataclass
 
 import pytest
 
@@ -59,33 +60,53 @@ def test_earliest_deadline_first_within_a_tier() -> None:
     assert names(q.next_batch(0.0)) == ["urgent"]
 
 
+IDLE_OTHER = [-math.inf]  # another replica is idle: the batch asking now need not hold gold
+
+
 def test_batch_grows_only_while_the_head_still_makes_its_deadline() -> None:
-    q = queue(guard_fraction=10.0)  # guard out of the way: only the deadline limits
+    q = queue()
     q.push(req("g", GOLD, budget_ms=26), now=0.0)  # 4 rows take 25 ms, 5 rows 30 ms
     for i in range(10):
         q.push(req(f"b{i}", BRONZE), now=0.0)
-    assert names(q.next_batch(0.0)) == ["g", "b0", "b1", "b2"]
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g", "b0", "b1", "b2"]
 
 
 def test_a_late_joiner_cannot_break_an_earlier_members_deadline() -> None:
-    q = queue(guard_fraction=10.0)
+    q = queue()
     q.push(req("s", SILVER, budget_ms=150), now=0.0)
     q.push(req("s-tight", SILVER, budget_ms=160), now=0.0)
     q.push(req("g-tight", GOLD, budget_ms=16), now=0.0)
     # g-tight allows 2 rows (15 ms); s joins; s-tight would make 3 rows (20 ms) > 16 ms.
-    assert names(q.next_batch(0.0)) == ["g-tight", "s"]
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g-tight", "s"]
 
 
-def test_guard_caps_batches_while_gold_is_active_and_lifts_after() -> None:
-    q = queue(guard_fraction=0.5, activity_window_s=2.0)
-    q.push(req("g", GOLD, arrival=0.0), now=0.0)  # gold budget 50 ms → batches of at most 25 ms
+def test_one_replica_cuts_batches_to_golds_slack_while_gold_is_active_and_not_after() -> None:
+    q = queue(activity_window_s=2.0)
+    q.push(req("g", GOLD, arrival=0.0), now=0.0)
     assert names(q.next_batch(0.0)) == ["g"]
-    for i in range(8):
+    # Slack: 50 ms budget - 10% routing margin - 10 ms for gold's own row = 35 ms, i.e. 6 rows.
+    assert q.slack_s(0.1) == pytest.approx(0.035)
+    for i in range(20):
         q.push(req(f"b{i}", BRONZE, arrival=0.1), now=0.1)
-    assert q.batch_rows_cap(0.1) == 4
-    assert names(q.next_batch(0.1)) == ["b0", "b1", "b2", "b3"]
-    assert q.batch_rows_cap(3.0) == 16  # no gold for longer than the window
-    assert names(q.next_batch(3.0)) == ["b4", "b5", "b6", "b7"]
+    assert q.batch_rows_cap(0.1) == 6
+    assert len(names(q.next_batch(0.1))) == 6
+    assert q.slack_s(3.0) is None and q.batch_rows_cap(3.0) == 16  # no gold for longer than the window
+    assert len(names(q.next_batch(3.0))) == 14
+    assert (q.counts.batches, q.counts.cut) == (3, 2)
+
+
+def test_a_replica_runs_a_full_batch_when_another_frees_up_within_golds_slack() -> None:
+    q = queue()
+    q.push(req("g", GOLD, arrival=0.0), now=0.0)
+    for i in range(40):
+        q.push(req(f"b{i}", BRONZE), now=0.0)
+    assert q.batch_rows_cap(0.0, [0.030]) == 16  # the other replica ends in 30 ms <= 35 ms of slack
+    assert q.batch_rows_cap(0.0, [0.036, 0.020]) == 16
+    # None does: this batch must end within the slack (6 rows, 35 ms)...
+    assert q.batch_rows_cap(0.0, [0.090, 0.5]) == 6
+    # ... and early enough that once the other is within the slack, this replica can start a full
+    # batch (85 ms) that ends within the slack of the other's end: 70 + 35 - 85 = 20 ms, 3 rows.
+    assert q.batch_rows_cap(0.0, [0.070]) == 3
 
 
 def test_request_that_can_no_longer_make_its_deadline_is_dropped_not_run() -> None:
@@ -151,3 +172,75 @@ def test_depth_by_priority_counts_live_requests() -> None:
     q.push(req("b", BRONZE), now=0.0)
     q.cancel(a)
     assert q.depth_by_priority() == {GOLD: 0, BRONZE: 1}
+
+
+# -- the work-conserving rule over a fleet, in virtual time ----------------------------------------
+
+# Per-row cost falls with the batch (most of a small batch is fixed cost), as on the example models.
+FLEET = estimator({1: 5, 8: 12, 16: 22, 32: 40})
+GOLD_BUDGET_MS = 30.0  # slack: 27 - 5 = 22 ms, so a cut batch holds 16 rows; a full one 32 (40 ms)
+
+
+@dataclass
+class FleetRun:
+    batches: list[int]  # rows per batch started after the first half second (the queue has built)
+    gold_waits: list[float]  # seconds from a gold request's arrival to the start of its batch
+    dropped: int
+    slack: float
+
+
+def run_fleet(replicas: int, seconds: float = 2.0) -> FleetRun:
+    """Drive one queue with ``replicas`` replicas in virtual time: bronze arrives at 1.5x what the
+    replicas can serve in full batches, gold every 50 ms; a batch takes the estimator's mean."""
+    q: BatchQueue[str] = BatchQueue(32, 0.0, 100_000, estimator=FLEET)
+    free = [0.0] * replicas
+    bronze_every = 0.040 / 32 / replicas / 1.5
+    arrivals = sorted(
+        [(i * bronze_every, BRONZE) for i in range(int(seconds / bronze_every))]
+        + [(0.0031 + i * 0.050, GOLD) for i in range(int(seconds / 0.050))]
+    )
+    run = FleetRun([], [], 0, 0.0)
+    arrived: dict[str, float] = {}
+    k, now = 0, 0.0
+    while now < seconds:
+        while k < len(arrivals) and arrivals[k][0] <= now:
+            at, tier = arrivals[k]
+            name = f"{'g' if tier == GOLD else 'b'}{k}"
+            arrived[name] = at
+            q.push(req(name, tier, arrival=at, budget_ms=GOLD_BUDGET_MS if tier == GOLD else None), now=now)
+            k += 1
+        for r in range(replicas):
+            if free[r] > now:
+                continue
+            step = q.next_batch(now, [t for i, t in enumerate(free) if i != r])
+            run.dropped += len(step.dropped)
+            if step.batch is None:
+                continue
+            rows = step.batch.rows
+            free[r] = now + FLEET.mean(rows)
+            if now >= 0.5:
+                run.batches.append(rows)
+            run.gold_waits += [now - arrived[i.payload] for i in step.batch.items if i.payload[0] == "g"]
+        upcoming = [t for t in free if t > now] + ([arrivals[k][0]] if k < len(arrivals) else [])
+        now = min(upcoming)
+    run.slack = q.slack_s(now) or 0.0
+    return run
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 16, 64])
+def test_gold_waits_within_its_slack_on_any_fleet_and_larger_fleets_run_full_batches(replicas: int) -> None:
+    run = run_fleet(replicas)
+    assert run.slack == pytest.approx(0.022)
+    assert run.dropped == 0 and len(run.gold_waits) == 40
+    # A replica that starts a batch ends it, or another replica frees, within the slack; gold then
+    # waits at most that long (plus the 0.1 ms between a gold arrival and the next event here).
+    assert max(run.gold_waits) <= run.slack + 1e-3
+    full = sum(rows == 32 for rows in run.batches) / len(run.batches)
+    if replicas == 1:
+        # One replica: every batch is cut to the slack while gold is active (a batch with gold in it, to
+        # what still meets gold's deadline).
+        assert 12 <= max(run.batches) <= 16 and full == 0
+    else:
+        # Two replicas: the batches that carry gold are sized to its deadline and upset the stagger now
+        # and then; with more replicas another one nearly always covers gold.
+        assert full >= {2: 0.4, 16: 0.95, 64: 0.95}[replicas], (replicas, full)

@@ -8,6 +8,7 @@ while the deadline allows. A request is always answered: with its outputs or wit
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os
@@ -29,22 +30,27 @@ from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.runner import ModelRunner, Outputs
 from tierserve.engine.validate import Prepared, prepare
 from tierserve.engine.warmup import warm_up
-from tierserve.errors import InferenceFailed, InvalidInput, ModelNotFound, TierserveError, Unavailable
+from tierserve.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    TierserveError,
+    Unavailable,
+)
 from tierserve.observability.metrics import Metrics
 from tierserve.observability.stats import ModelStats
 from tierserve.profiler.profile import load_profile, profile_path
 from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from tierserve.repository.repository import ModelRepository
-from tierserve.router.policy import choose_pool, retry_order
+from tierserve.scheduler import admission
+from tierserve.scheduler.admission import Ticket
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 from tierserve.scheduler.tiers import TierChoice, TierTable
 
 log = logging.getLogger(__name__)
 
 _NO_BUDGETS = Verdict("ok")
-
-# Predictions are planned this far inside the deadline (a share of the request's budget).
-ROUTING_MARGIN = 0.1
 
 
 class ModelState(enum.StrEnum):
@@ -224,7 +230,6 @@ class Engine:
                     stats=stats,
                     metrics=self.metrics.for_model(name, version, pool.name),
                     estimator=estimator,
-                    honour_tiers=self.honour_tiers,
                 )
         except BaseException:
             deployment.stop()
@@ -385,21 +390,33 @@ class Engine:
             default=self.config(model).default_tier,
         )
 
+    def clock(self) -> float:
+        """The engine's clock (monotonic seconds): what arrivals and deadlines are measured on."""
+        return self._clock()
+
     async def infer(
         self, deployment: Deployment, request: InferRequest, *, cached: bool = True
     ) -> InferResponse:
         """Validate ``request``, route it to a pool by tier and cost, await its outputs (retrying on
         another pool if a batch fails there while the deadline allows). With a result cache
-        installed, it answers first (and calls back here with ``cached=False`` on a miss)."""
+        installed, it answers first (and calls back here with ``cached=False`` on a miss). The
+        deadline counts from ``request.arrival`` (on ``clock()``; now when unset)."""
+        if request.arrival is None:
+            request.arrival = self._clock()
         if cached and self.result_cache is not None:
             return await self.result_cache.infer(deployment, request)
-        started = time.perf_counter_ns()
+        arrival = request.arrival
         choice = self.choose_tier(deployment.name, request)
         outcome = "failed"
         try:
             verdict = self.budgeting.verdict(request.tenant) if self.budgeting.active else _NO_BUDGETS
             prepared = prepare(deployment.signature, deployment.max_batch_size, request, deployment.name)
-            outputs = await self._route(deployment, prepared, choice, self._clock(), request.tenant, verdict)
+            # A tenant over a "cheapest" budget is served best effort on the cheapest pool.
+            best_effort = verdict.action != "ok"
+            t = admission.ticket(
+                choice, arrival, prepared.rows, honour_tiers=self.honour_tiers, best_effort=best_effort
+            )
+            outputs = await self._route(deployment, prepared, t, request.tenant, verdict)
             response = InferResponse(
                 model_name=deployment.name,
                 model_version=str(deployment.version),
@@ -409,7 +426,7 @@ class Engine:
                     for spec, binary in prepared.outputs
                 ],
             )
-            outcome = "met" if time.perf_counter_ns() - started <= choice.budget_s * 1e9 else "missed"
+            outcome = "met" if self._clock() <= t.deadline else "missed"
             return response
         except Unavailable:
             outcome = "rejected"
@@ -417,35 +434,47 @@ class Engine:
         except InvalidInput:
             outcome = "invalid"
             raise
+        except DeadlineExceeded:
+            outcome = "timed_out"
+            raise
         finally:
-            self._record(deployment, choice, outcome, time.perf_counter_ns() - started)
+            self._record(deployment, choice, outcome, int((self._clock() - arrival) * 1e9))
+
+    def admit_early(self, deployment: Deployment, tier: str | None, arrival: float) -> None:
+        """Cheap rejection, before the body is decoded: raise Unavailable when a request of ``tier``
+        (None: the model's default) arriving at ``arrival`` could not be admitted even with one row.
+        Service time grows with rows, so a request that fails here fails after decoding too."""
+        if not self.honour_tiers:
+            return
+        choice = self.tiers.resolve(name=tier, default=self.config(deployment.name).default_tier)
+        if not choice.tier.rejects_late:
+            return
+        t = admission.ticket(choice, arrival, 1)
+        try:
+            self._pick(deployment, t, set())
+        except Unavailable:
+            self._record(deployment, choice, "rejected", int((self._clock() - arrival) * 1e9))
+            raise
 
     async def _route(
         self,
         deployment: Deployment,
         prepared: Prepared,
-        choice: TierChoice,
-        arrival: float,
+        t: Ticket,
         tenant: str | None = None,
-        verdict: Verdict | None = None,
+        verdict: Verdict = _NO_BUDGETS,
     ) -> Outputs:
-        deadline = arrival + choice.budget_s
-        verdict = verdict or _NO_BUDGETS
-        # A tenant over a "cheapest" budget is served best effort on the cheapest pool.
-        rejects_late = self.honour_tiers and choice.tier.rejects_late and verdict.action == "ok"
         failed: set[str] = set()
         error: TierserveError | None = None
         while True:
             try:
-                runner = self._pick(
-                    deployment, prepared.rows, choice, deadline, rejects_late, failed, verdict
-                )
+                runner = self._pick(deployment, t, failed, verdict)
             except Unavailable:
-                if error is not None and not rejects_late:
+                if error is not None and not t.reject_late:
                     raise error from None  # best effort: the failure itself says more than "no pool left"
                 raise
             try:
-                outputs = await runner.submit(prepared.feeds, prepared.rows, prepared.batch_key, choice)
+                outputs = await self._await(runner.submit(prepared.feeds, prepared.batch_key, t), t)
             except (InferenceFailed, Unavailable) as exc:
                 if isinstance(exc, InferenceFailed) and exc.blames_backend:
                     runner.breaker.record_failure(self._clock())
@@ -457,48 +486,46 @@ class Engine:
                 continue
             now = self._clock()
             runner.breaker.record_success(now)
-            runner.observe_latency(choice.tier.name, now - arrival)
-            cost = runner.cost_per_item(prepared.rows) * prepared.rows
-            deployment.stats.record_pool(runner.pool.name, prepared.rows, cost)
-            self.metrics.record_route(deployment.name, runner.pool.name, choice.tier.name, cost)
+            runner.observe_latency(t.tier.name, now - t.arrival)
+            cost = runner.cost_per_item(t.rows) * t.rows
+            deployment.stats.record_pool(runner.pool.name, t.rows, cost)
+            self.metrics.record_route(deployment.name, runner.pool.name, t.tier.name, cost)
             self.metrics.record_tenant(tenant, cost)
             if self.budgeting.active:
-                busy = runner.estimator.mean(prepared.rows) if runner.estimator.known else 0.0
-                self.budgeting.record(tenant, runner.pool.name, cost, prepared.rows, busy)
+                busy = runner.estimator.mean(t.rows) if runner.estimator.known else 0.0
+                self.budgeting.record(tenant, runner.pool.name, cost, t.rows, busy)
             return outputs
 
+    async def _await(self, future: asyncio.Future[Outputs], t: Ticket) -> Outputs:
+        """The outputs; for a best-effort request with its own ``timeout``, DeadlineExceeded (504) once
+        that passes, the queued work withdrawn (a batch already running cannot be stopped mid-way)."""
+        if not t.client_timeout or t.reject_late:
+            return await future
+        try:
+            return await asyncio.wait_for(future, max(0.0, t.deadline - self._clock()))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"tier '{t.tier.name}' request to this model passed its {t.budget_s * 1000:.0f} ms timeout"
+            ) from None
+
     def _pick(
-        self,
-        deployment: Deployment,
-        rows: int,
-        choice: TierChoice,
-        deadline: float,
-        rejects_late: bool,
-        failed: set[str],
-        verdict: Verdict = _NO_BUDGETS,
+        self, deployment: Deployment, t: Ticket, failed: set[str], verdict: Verdict = _NO_BUDGETS
     ) -> ModelRunner:
-        """The pool for this attempt (the router's choice), or Unavailable when none will do."""
+        """The pool for this attempt (admission's choice), or Unavailable when none will do."""
         now = self._clock()
         budgets = self.budgeting.active
-        if len(deployment.runners) == 1 and not rejects_late and not failed and not budgets:
+        if len(deployment.runners) == 1 and not t.reject_late and not failed and not budgets:
             (runner,) = deployment.runners.values()  # one pool and no deadline to check: nothing to choose
             if runner.breaker.allows(now):
                 return runner
-        options = [r.option(rows, choice, now) for r in deployment.runners.values()]
+        options = [r.option(t, now) for r in deployment.runners.values()]
         if budgets:
             options = self.budgeting.options(options, verdict)
-        margin = ROUTING_MARGIN * choice.budget_s
-        route = (
-            retry_order(options, failed=failed, now=now, deadline=deadline, margin_s=margin,
-                        reject_late=rejects_late, allow_approximate=choice.tier.approximate)
-            if failed
-            else choose_pool(options, now=now, deadline=deadline, margin_s=margin, reject_late=rejects_late,
-                             allow_approximate=choice.tier.approximate)
-        )  # fmt: skip
+        route = admission.route(options, t, now, failed)
         if route.pool is None:
             finite = route.predicted_finish < 1e9
             raise Unavailable(
-                f"tier '{choice.tier.name}' cannot be served within its {choice.budget_s * 1000:.0f} ms "
+                f"tier '{t.tier.name}' cannot be served within its {t.budget_s * 1000:.0f} ms "
                 f"deadline on model '{deployment.name}': {route.reason}",
                 retry_after_s=max(1.0, route.predicted_finish - now) if finite else 1.0,
             )

@@ -33,6 +33,7 @@ class InferRequest:
     tier: str | None = None  # from the X-Tier header; the ``tier`` parameter wins over it
     # The caller's tenant ("" while authentication is off): scopes cached answers; budgets and cost.
     tenant: str = ""
+    arrival: float | None = None  # when it reached the server (Engine.clock()); its deadline counts from it
 
 
 @dataclass

@@ -28,9 +28,11 @@ from tierserve.observability.metrics import ModelMetrics
 from tierserve.observability.stats import ModelStats
 from tierserve.router.breaker import CircuitBreaker
 from tierserve.router.policy import PoolOption
+from tierserve.scheduler import admission
+from tierserve.scheduler.admission import PoolPrice, Ticket
 from tierserve.scheduler.batching import BatchQueue, Pending, QueueFull
 from tierserve.scheduler.service_time import ServiceTimeEstimator
-from tierserve.scheduler.tiers import Tier, TierChoice
+from tierserve.scheduler.tiers import Tier
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ class ModelRunner:
         stats: ModelStats,
         metrics: ModelMetrics,
         estimator: ServiceTimeEstimator | None = None,
-        honour_tiers: bool = True,
         aging_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -75,7 +76,9 @@ class ModelRunner:
         self.max_batch_size = max_batch_size
         self.stats = stats
         self.metrics = metrics
-        self.honour_tiers = honour_tiers
+        self.price = PoolPrice(
+            pool.cost_per_hour, pool.cost_per_1k_requests, pool.rtt_ms / 1000, pool.approximate
+        )
         self._clock = clock
         self._queue: BatchQueue[Work] = BatchQueue(
             max_batch_size, max_queue_delay_s, max_queue_size, estimator=estimator, aging_s=aging_s
@@ -136,44 +139,34 @@ class ModelRunner:
             return self._queue.depth_by_priority(), None if oldest is None else self._clock() - oldest
 
     def cost_per_item(self, rows: int = 1) -> float:
-        """What one item costs here: a replica's hourly price times the replica time an item takes in a
-        batch of the usual size, plus the rented endpoint's price per request."""
-        cost = self.pool.cost_per_1k_requests / 1000
-        if self.pool.cost_per_hour and self.estimator.known:
-            batch = max(rows, self._queue.batch_rows_cap(self._clock()) if self.max_batch_size else 1)
-            cost += self.pool.cost_per_hour / 3600 * self.estimator.mean(batch) / batch
-        return cost
+        """What one item costs here (see ``admission.cost_per_item``)."""
+        return admission.cost_per_item(self._queue, self.price, rows)
 
-    def option(self, rows: int, choice: TierChoice, now: float) -> PoolOption:
-        """This pool as the router sees it for a request of ``rows`` rows at ``choice``'s tier."""
-        probe: Pending[None] = Pending(payload=None, rows=rows, batch_key=None, arrival=now)
-        if self.honour_tiers:
-            probe.priority = choice.tier.priority
-        with self._cond:
-            finish = self._queue.predict_finish(probe, now, self._busy_until) + self.pool.rtt_ms / 1000
-            load = len(self._queue) / max(1, self.replicas)
+    def option(self, t: Ticket, now: float) -> PoolOption:
+        """This pool as the router sees it for ``t`` (see ``admission.option``)."""
         available = self.breaker.allows(now) and self.backends[0].available()
-        return PoolOption(
-            self.pool.name, finish, self.cost_per_item(rows), load, self.pool.approximate, available
-        )
+        with self._cond:
+            free_at = self._free_at()
+            return admission.option(
+                self.pool.name,
+                self._queue,
+                t,
+                now,
+                free_at,
+                self.price,
+                replicas=len(free_at),
+                available=available,
+            )
 
-    def submit(
-        self, feeds: dict[str, np.ndarray], rows: int, batch_key: Hashable, choice: TierChoice
-    ) -> asyncio.Future[Outputs]:
-        """Queue one request; the future resolves to its outputs. Raises Unavailable when the queue is
-        full of work at least as important. Admission by deadline is the router's (see Engine.infer)."""
+    def submit(self, feeds: dict[str, np.ndarray], batch_key: Hashable, t: Ticket) -> asyncio.Future[Outputs]:
+        """Queue one request, admitted as ``t`` (its deadline fixed at arrival); the future resolves to
+        its outputs. Raises Unavailable when the queue is full of work at least as important. Admission
+        by deadline is the router's (see Engine.infer)."""
         loop = asyncio.get_running_loop()
-        tier = choice.tier
-        work = Work(feeds, loop.create_future(), loop, time.perf_counter_ns(), tier)
+        work = Work(feeds, loop.create_future(), loop, time.perf_counter_ns(), t.tier)
+        item = admission.pending(t, work, batch_key)
         with self._cond:
             now = self._clock()
-            item = Pending(payload=work, rows=rows, batch_key=batch_key, arrival=now)
-            if self.honour_tiers:
-                item.priority, item.deadline, item.reject_late = (
-                    tier.priority,
-                    now + choice.budget_s,
-                    tier.rejects_late,
-                )
             if self._stopping:
                 raise Unavailable(f"model '{self.name}' version {self.version} is unloading")
             try:
@@ -208,6 +201,10 @@ class ModelRunner:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _free_at(self, but: int | None = None) -> list[float]:
+        """When each live replica (other than ``but``) frees up: ``-inf`` when idle. Under the lock."""
+        return [t for i, t in enumerate(self._busy_until) if i != but and i not in self._retired]
+
     def _withdraw(self, item: Pending[Work]) -> None:
         with self._cond:
             if self._queue.cancel(item):
@@ -226,7 +223,7 @@ class ModelRunner:
                             backend.close()
                         return
                     now = self._clock()
-                    step = self._queue.next_batch(now)
+                    step = self._queue.next_batch(now, self._free_at(but=replica))
                     for dropped in step.dropped:
                         late_ms = (now + self.estimator.predict(dropped.rows) - dropped.deadline) * 1000
                         _fail(

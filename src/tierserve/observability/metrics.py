@@ -49,7 +49,7 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-TIER_OUTCOMES = ("met", "missed", "rejected", "failed", "invalid")
+TIER_OUTCOMES = ("met", "missed", "rejected", "failed", "invalid", "timed_out")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class TierMetrics:
     rejected: Counter
     failed: Counter
     invalid: Counter
+    timed_out: Counter  # a best-effort request's own timeout passed first (answered 504)
     latency: Histogram
 
     def outcome(self, name: str) -> Counter:
@@ -194,7 +195,7 @@ class Metrics:
         self.tier_requests = Counter(
             "tierserve_tier_requests",
             "Requests per SLA tier by outcome: met or missed its target, rejected (503/429), failed, "
-            "invalid. Goodput is the rate of met.",
+            "invalid, timed_out (504). Goodput is the rate of met.",
             ["model", "tier", "outcome"],
             registry=self.registry,
         )

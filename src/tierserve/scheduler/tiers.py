@@ -15,6 +15,10 @@ from typing import Any
 
 from tierserve.errors import InvalidInput
 
+# Predictions must land this share of a request's budget before its deadline: admission routes with
+# it, and the scheduler leaves it out of the slack a deadline tier may wait for a replica.
+ROUTING_MARGIN = 0.1
+
 
 class MissPolicy(enum.StrEnum):
     REJECT = "reject"  # answer 503 at once when the deadline is predicted to be missed
@@ -56,6 +60,7 @@ DEFAULT_TIERS = (
 class TierChoice:
     tier: Tier
     budget_s: float  # time from arrival to deadline
+    client_timeout: bool = False  # the budget is the request's own ``timeout``, not the tier's target
 
 
 class TierTable:
@@ -97,12 +102,11 @@ class TierTable:
             tier = self.tiers[min(priority, len(self.tiers)) - 1]
         else:
             tier = self.get(default) if default else self.default
-        budget = tier.target_s
-        if timeout_us is not None:
-            if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us <= 0:
-                raise InvalidInput("parameter 'timeout' must be a positive integer of microseconds")
-            budget = timeout_us / 1e6
-        return TierChoice(tier, budget)
+        if timeout_us is None:
+            return TierChoice(tier, tier.target_s)
+        if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us <= 0:
+            raise InvalidInput("parameter 'timeout' must be a positive integer of microseconds")
+        return TierChoice(tier, timeout_us / 1e6, client_timeout=True)
 
     @classmethod
     def from_config(cls, raw: object) -> TierTable:

@@ -25,9 +25,10 @@ import numpy as np
 from tierserve.errors import InvalidInput
 from tierserve.profiler.profile import BatchTiming, load_profile
 from tierserve.router.policy import PoolOption
-from tierserve.scheduler.batching import BatchQueue, Pending
+from tierserve.scheduler import admission
+from tierserve.scheduler.admission import PoolPrice, Ticket
+from tierserve.scheduler.batching import BatchQueue
 from tierserve.scheduler.service_time import ServiceTimeEstimator
-from tierserve.scheduler.tiers import TierChoice
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,6 @@ class ServiceSampler:
 @dataclass
 class SimPool:
     spec: SimPoolSpec
-    honour_tiers: bool
     rng: np.random.Generator
     queue: BatchQueue[int] = field(init=False)
     sampler: ServiceSampler = field(init=False)
@@ -121,6 +121,10 @@ class SimPool:
         self.queue = BatchQueue(self.spec.max_batch_size, 0.0, self.spec.queue_capacity, estimator=estimator)
         self.sampler = ServiceSampler(self.spec.profile, self.rng)
         self.idle = self.spec.replicas
+        spec = self.spec
+        self.price = PoolPrice(
+            spec.cost_per_hour, spec.cost_per_1k_requests, spec.rtt_ms / 1000, spec.approximate
+        )
 
     @property
     def ready(self) -> int:
@@ -131,21 +135,23 @@ class SimPool:
         return self.ready + len(self.starting) + self.retiring
 
     def cost_per_item(self) -> float:
-        cost = self.spec.cost_per_1k_requests / 1000
-        if self.spec.cost_per_hour:
-            rows = self.queue.batch_rows_cap(0.0) if self.spec.max_batch_size else 1
-            cost += self.spec.cost_per_hour / 3600 * self.sampler.moments(rows)[0] / rows
-        return cost
+        return admission.cost_per_item(self.queue, self.price)
 
-    def option(self, rows: int, choice: TierChoice, now: float, cost: float) -> PoolOption | None:
+    def free_at(self, now: float) -> list[float]:
+        """When the replicas that free up first do: the idle ones now (at most 64 of them: a prediction
+        only needs those that take the batches ahead), else the busy ones' batch ends."""
+        return [now] * min(self.idle, 64) if self.idle else self.busy
+
+    def others_free_at(self, now: float) -> list[float]:
+        """For a batch about to start on an idle replica: when the soonest *other* replica frees up."""
+        return [now] if self.idle > 1 else self.busy[:1]
+
+    def option(self, t: Ticket, now: float) -> PoolOption | None:
         if self.ready <= 0:
             return None
-        probe: Pending[None] = Pending(payload=None, rows=rows, batch_key=None, arrival=now)
-        if self.honour_tiers:
-            probe.priority = choice.tier.priority
-        free = [now] * min(self.idle, 64) if self.idle else self.busy
-        finish = self.queue.predict_finish(probe, now, free) + self.spec.rtt_ms / 1000
-        return PoolOption(self.spec.name, finish, cost, len(self.queue) / self.ready, self.spec.approximate)
+        return admission.option(
+            self.spec.name, self.queue, t, now, self.free_at(now), self.price, replicas=self.ready
+        )
 
     def account(self, now: float) -> None:
         """Pay for the replicas alive since the last change."""

@@ -143,7 +143,7 @@ def run_tierserve(s: Scenario) -> SimResult:
 
 def cheapest_pool(pools: list[SimPoolSpec]) -> SimPoolSpec:
     def cost(spec: SimPoolSpec) -> float:
-        return SimPool(spec, False, np.random.default_rng(0)).cost_per_item()
+        return SimPool(spec, np.random.default_rng(0)).cost_per_item()
 
     return min(pools, key=cost)
 

@@ -1,11 +1,12 @@
 """The discrete-event loop: arrivals, batch ends, replica boots and autoscaler ticks, in virtual time.
 
-Per arrival it does what the server does: ask every pool for its ``PoolOption`` (the live
-``BatchQueue.predict_finish`` over the pool's replicas), let the live router pick (``choose_pool``),
-queue the request in the pool's ``BatchQueue``, and start batches on idle replicas with the live
-``next_batch`` (which also drops what can no longer make its deadline). Every ``tick_s`` the live
-``Autoscaler`` sees each pool and its recommendation is applied, new replicas serving only after
-their pool's provisioning delay. Same inputs and seed, same result.
+Per arrival it does what the server does, through the same ``scheduler.admission`` functions: a
+ticket with the deadline fixed at arrival, every pool's ``PoolOption`` (``BatchQueue.predict_finish``
+over the pool's replicas), the router's pick, the queue entry in the pool's ``BatchQueue``; then it
+starts batches on idle replicas with the live ``next_batch`` (which also drops what can no longer
+make its deadline, and cuts a batch only when no other replica frees up within gold's slack).
+Every ``tick_s`` the live ``Autoscaler`` sees each pool and its recommendation is applied, new
+replicas serving only after their pool's provisioning delay. Same inputs and seed, same result.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import numpy as np
 from tierserve.autoscale.observation import observe_pool
 from tierserve.autoscale.planner import PoolStatus
 from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimits
-from tierserve.router.policy import choose_pool
-from tierserve.scheduler.batching import Pending
+from tierserve.scheduler import admission
+from tierserve.scheduler.batching import QueueFull
 from tierserve.scheduler.tiers import Tier, TierChoice
 from tierserve.sim.fleet import SimPool, SimPoolSpec, hourly_cost
 from tierserve.sim.planning import fleet_planner
 from tierserve.sim.traces import Trace
 
 _COMPLETE, _WAKE, _READY, _TICK = range(4)
-ROUTING_MARGIN = 0.1  # as the server: predictions must land this share of the budget early
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,7 @@ class _Simulation:
         self.config = config
         self.trace = trace
         rng = np.random.default_rng(config.seed)
-        self.pools = [
-            SimPool(spec, config.honour_tiers, np.random.default_rng(rng.integers(2**63)))
-            for spec in config.pools
-        ]
+        self.pools = [SimPool(spec, np.random.default_rng(rng.integers(2**63))) for spec in config.pools]
         by_name = {t.name: t for t in config.tiers}
         self.tiers = [by_name[name] for name in trace.tier_names]
         self.choices = [TierChoice(t, t.target_s) for t in self.tiers]
@@ -172,42 +169,29 @@ class _Simulation:
     def arrive(self, index: int, now: float, tier_index: int) -> None:
         self.window_arrivals += 1
         self.window_by_tier[tier_index] += 1
-        choice = self.choices[tier_index]
-        tier = choice.tier
-        options = []
-        for pool in self.pools:
-            option = pool.option(1, choice, now, pool.cost_per_item())
-            if option is not None:
-                options.append(option)
-        route = choose_pool(
-            options,
-            now=now,
-            deadline=now + choice.budget_s,
-            margin_s=ROUTING_MARGIN * choice.budget_s,
-            reject_late=self.config.honour_tiers and tier.rejects_late,
-            allow_approximate=tier.approximate,
-        )
+        p = self.admit(index, now, tier_index)
+        if p is not None:
+            self.dispatch(p, now)
+
+    def admit(self, index: int, now: float, tier_index: int) -> int | None:
+        """Admission of request ``index`` arriving at ``now``: the pool it is queued on, or None when
+        rejected (at once, or by a full queue: its latency stays NaN)."""
+        t = admission.ticket(self.choices[tier_index], now, honour_tiers=self.config.honour_tiers)
+        options = [o for o in (pool.option(t, now) for pool in self.pools) if o is not None]
+        route = admission.route(options, t, now)
         if route.pool is None:
-            return  # rejected at once: latency stays NaN
+            return None
         p = self.pool_index[route.pool]
-        pool = self.pools[p]
-        item = Pending(payload=index, rows=1, batch_key=None, arrival=now)
-        if self.config.honour_tiers:
-            item.priority, item.deadline, item.reject_late = (
-                tier.priority,
-                now + choice.budget_s,
-                tier.rejects_late,
-            )
         try:
-            pool.queue.push(item, now)  # an evicted request simply stays rejected (NaN)
-        except Exception:  # QueueFull: rejected
-            return
-        self.dispatch(p, now)
+            self.pools[p].queue.push(admission.pending(t, index, None), now)  # an evicted one stays NaN
+        except QueueFull:
+            return None
+        return p
 
     def dispatch(self, p: int, now: float) -> None:
         pool = self.pools[p]
         while pool.idle > 0 and len(pool.queue):
-            step = pool.queue.next_batch(now)
+            step = pool.queue.next_batch(now, pool.others_free_at(now))
             if step.batch is None:
                 if step.wake_at is not None:
                     self.push(step.wake_at, _WAKE, p)
