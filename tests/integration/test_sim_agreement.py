@@ -1,13 +1,16 @@
-"""The simulator and the live server agree: the same trace, replayed against a real server and
-simulated with that server's own service-time profile, gives SLO attainment per tier within a stated
-tolerance (``TOLERANCE``, absolute share of requests). The simulator does not model HTTP and
-decoding (about half a millisecond per request here), so the live server is allowed to be a little
-worse; at 30% load that costs little attainment."""
+"""The simulator and the live server agree: the same trace at 65% of capacity, replayed against a
+real server and simulated with that server's own service-time profile (read after the replay, so it
+saw the machine as it was), gives per-tier p50 and p95 latencies within ``TOLERANCE_MS`` plus
+``TOLERANCE_SHARE`` of the figure. The live server also decodes HTTP and JSON (about half a millisecond
+per request here) and shares the machine with its client, which the simulator does not model; a
+scheduling disagreement (batches of another size, another order, a tier held back) moves these
+figures by tens of milliseconds and fails."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,16 +21,17 @@ from support.rawhttp import RawConnection, post
 from support.server import start_server
 from tierserve.examples.minilm import build_minilm_onnx, tokenize
 from tierserve.profiler.profile import BatchTiming
-from tierserve.scheduler.tiers import DEFAULT_TIERS
+from tierserve.scheduler.tiers import DEFAULT_TIERS, Tier
 from tierserve.sim.fleet import SimPoolSpec
 from tierserve.sim.simulator import SimConfig, simulate
 from tierserve.sim.traces import poisson
 
 pytestmark = pytest.mark.integration
 
-TOLERANCE = 0.2
+TOLERANCE_MS = 10.0
+TOLERANCE_SHARE = 0.25
 DURATION_S = 12.0
-LOAD = 0.3
+LOAD = 0.65
 TIER_NAMES = ("gold", "silver", "bronze")
 
 
@@ -63,19 +67,28 @@ def served_profile(base_url: str) -> dict[int, BatchTiming]:
     """The server's own service-time estimate per batch size (GET /v1/profiles), as a profile."""
     batches = httpx.get(f"{base_url}/v1/profiles").json()["profiles"][0]["batches"]
     return {
-        int(rows): BatchTiming(p["mean_ms"], p["mean_ms"], p["mean_ms"] + 2 * p["dev_ms"], p["dev_ms"], 0)
+        int(rows): BatchTiming(p["mean_ms"], p["mean_ms"], p["mean_ms"] + p["dev_ms"], p["dev_ms"], 0)
         for rows, p in batches.items()
     }
 
 
-def attainment(latency: np.ndarray, tiers: np.ndarray) -> dict[str, float]:
-    return {
-        name: float((latency[tiers == t] <= DEFAULT_TIERS[t].target_s).sum() / max(1, (tiers == t).sum()))
-        for t, name in enumerate(TIER_NAMES)
-    }
+def request_parameters(tier: Tier) -> dict[str, object]:
+    if tier.rejects_late:
+        return {"tier": tier.name, "timeout": round(tier.target_s * 1e6)}
+    return {"tier": tier.name}
 
 
-def test_simulated_attainment_matches_the_live_server(tmp_path: Path) -> None:
+def percentiles(latency: np.ndarray, tiers: np.ndarray) -> dict[str, tuple[float, float, int]]:
+    """Per tier: p50 and p95 of the served requests in milliseconds, and how many were served."""
+    out = {}
+    for t, name in enumerate(TIER_NAMES):
+        served = latency[(tiers == t) & ~np.isnan(latency)] * 1000
+        p50, p95 = np.percentile(served, [50, 95]) if len(served) else (np.nan, np.nan)
+        out[name] = (round(float(p50), 2), round(float(p95), 2), len(served))
+    return out
+
+
+def test_simulated_latencies_per_tier_match_the_live_server_at_65_percent_load(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     (repo / "all-minilm-l6-v2" / "1").mkdir(parents=True)
     build_minilm_onnx(repo / "all-minilm-l6-v2" / "1" / "model.onnx")
@@ -88,23 +101,34 @@ def test_simulated_attainment_matches_the_live_server(tmp_path: Path) -> None:
         {"name": name, "datatype": "INT64", "shape": [1, 32], "data": array.ravel().tolist()}
         for name, array in (("input_ids", ids), ("attention_mask", mask))
     ]
-    bodies = [
-        httpx.Request("POST", "http://x", json={"inputs": inputs, "parameters": {"tier": name}}).content
-        for name in TIER_NAMES
-    ]
     with start_server(repo, extra_args=["--state-dir", str(tmp_path / "state")]) as server:
         config = httpx.get(f"{server.base_url}/v2/models/all-minilm-l6-v2/config").json()
         replicas = config["instance_group"][0]["count"]
-        capacity = replicas * max(
-            rows / (t.mean_ms / 1000) for rows, t in served_profile(server.base_url).items()
-        )
+        profile = served_profile(server.base_url)
+        capacity = replicas * max(rows / (t.mean_ms / 1000) for rows, t in profile.items())
+        # Deadlines this machine can hold now (it is shared): gold at least 8 one-row batches, silver 3x
+        # gold, as each request's own Triton ``timeout``; bronze best effort.
+        gold_s = max(0.050, 8 * profile[min(profile)].mean_ms / 1000)
+        tiers = [replace(DEFAULT_TIERS[0], target_s=gold_s), replace(DEFAULT_TIERS[1], target_s=3 * gold_s),
+                 DEFAULT_TIERS[2]]  # fmt: skip
+        bodies = [
+            httpx.Request(
+                "POST", "http://x", json={"inputs": inputs, "parameters": request_parameters(tier)}
+            ).content
+            for tier in tiers
+        ]
         trace = poisson(LOAD * capacity, DURATION_S, [0.2, 0.3, 0.5], TIER_NAMES, seed=4)
         live = live_replay(server.port, trace.arrivals, trace.tiers, bodies)
         # The server's estimate after the replay has seen this machine as it was during it.
         profile = served_profile(server.base_url)
     spec = SimPoolSpec("cpu", profile, replicas=replicas, min_replicas=replicas, max_replicas=replicas,
                        max_batch_size=32)  # fmt: skip
-    simulated = simulate(SimConfig([spec], list(DEFAULT_TIERS), autoscale="fixed", seed=0), trace)
-    live_att, sim_att = attainment(live, trace.tiers), attainment(simulated.latency, trace.tiers)
+    simulated = simulate(SimConfig([spec], tiers, autoscale="fixed", seed=0), trace)
+    live_p, sim_p = percentiles(live, trace.tiers), percentiles(simulated.latency, trace.tiers)
+    print(f"{len(trace)} requests, {replicas} replicas, gold {gold_s * 1000:.0f} ms")
+    print(f"per tier (p50 ms, p95 ms, served): live {live_p}\nsim  {sim_p}")
     for name in TIER_NAMES:
-        assert abs(live_att[name] - sim_att[name]) <= TOLERANCE, (name, live_att, sim_att, len(trace))
+        assert live_p[name][2] >= 0.5 * (trace.tiers == TIER_NAMES.index(name)).sum(), (name, live_p)
+        for i, figure in enumerate(("p50", "p95")):
+            allowed = TOLERANCE_MS + TOLERANCE_SHARE * max(live_p[name][i], sim_p[name][i])
+            assert abs(live_p[name][i] - sim_p[name][i]) <= allowed, (name, figure, live_p, sim_p, len(trace))

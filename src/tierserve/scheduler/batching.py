@@ -222,17 +222,16 @@ class BatchQueue(Generic[T]):
 
     def slack_s(self, now: float) -> float | None:
         """How long the tightest deadline tier active in the last ``activity_window_s`` may wait for a
-        replica: its budget less the routing margin and its own one-row service time (None: no such
-        tier active)."""
-        active = [
-            level.budget_s
+        replica: its budget less the routing margin and its own one-row service time. None when no
+        such tier is active, or none has any slack (one row alone misses it: no cut would help)."""
+        one_row = self.estimator.predict(1)
+        slacks = [
+            level.budget_s * (1 - self.margin_share) - one_row
             for level in self._levels.values()
             if now - level.last_arrival <= self.activity_window_s and math.isfinite(level.budget_s)
         ]
-        if not active:
-            return None
-        budget = min(active)
-        return budget * (1 - self.margin_share) - self.estimator.predict(1)
+        positive = [s for s in slacks if s > 0]
+        return min(positive) if positive else None
 
     def predict_finish(self, item: Pending[Any], now: float, replicas_free_at: Sequence[float]) -> float:
         """When ``item`` would finish if queued now: the work of its priority or higher ahead of
