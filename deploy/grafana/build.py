@@ -136,6 +136,13 @@ def dashboards() -> dict[str, dict[str, Any]]:
                   f"sum by (model) (rate(tierserve_batch_size_count[{WINDOW}]))", "{{model}}")],
             ),
             timeseries(
+                "Result cache hit ratio per model",
+                [(f'sum by (model) (rate(tierserve_cache_lookups_total{{result="hit"}}[{WINDOW}])) / '
+                  f'sum by (model) (rate(tierserve_cache_lookups_total{{layer="local"}}[{WINDOW}]))',
+                  "{{model}}")],
+                "percentunit",
+            ),
+            timeseries(
                 "Oldest queued request",
                 [("max by (model) (tierserve_queue_oldest_age_seconds)", "{{model}}")],
                 "s",
