@@ -1,8 +1,8 @@
 """Prometheus series of the result cache (on the server's registry).
 
 Hit ratio of a layer: ``rate(tierserve_cache_lookups_total{result="hit"}[5m]) /
-rate(tierserve_cache_lookups_total[5m])`` per model and layer; of the whole cache, the hits of
-every layer over the lookups of ``layer="local"`` (every cached request looks there first).
+rate(tierserve_cache_lookups_total[5m])`` per model and layer; of the whole cache,
+``tierserve_cache_requests_total`` by result (``deploy/prometheus/alerts.yml`` warns below 80 %).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LAYERS = ("local", "redis")
-BYPASS_REASONS = ("redis_down", "too_large", "not_cacheable")
+BYPASS_REASONS = ("redis_down", "too_large", "not_cacheable", "swapping")
 # Fine at the low end: hits take tens to hundreds of microseconds.
 _HIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0)
 
@@ -22,6 +22,8 @@ _HIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.0
 class ModelCacheMetrics:
     """Label-bound children for one model (binding once keeps the hot path cheap)."""
 
+    answered: Counter  # requests answered from some layer
+    missed: Counter  # requests that no layer could answer
     hits: dict[str, Counter]
     misses: dict[str, Counter]
     hit_seconds: dict[str, Histogram]
@@ -32,6 +34,12 @@ class ModelCacheMetrics:
 
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry, local_bytes: Callable[[], float]) -> None:
+        self.requests = Counter(
+            "tierserve_cache_requests",
+            "Requests of cached models by result: hit (answered from some layer) or miss (from none).",
+            ["model", "result"],
+            registry=registry,
+        )
         self.lookups = Counter(
             "tierserve_cache_lookups",
             "Result-cache lookups per model, layer (local: this process; redis: shared) and result.",
@@ -54,7 +62,8 @@ class CacheMetrics:
         self.bypassed = Counter(
             "tierserve_cache_bypassed",
             "Requests of cached models served without (part of) the cache: redis_down, too_large "
-            '(answer over max_bytes, not stored), not_cacheable (sequence or "cache": false).',
+            '(answer over max_bytes, not stored), not_cacheable (sequence or "cache": false), swapping '
+            "(the request's model version was being reloaded).",
             ["model", "reason"],
             registry=registry,
         )
@@ -90,6 +99,8 @@ class CacheMetrics:
         found = self._models.get(name)
         if found is None:
             found = self._models[name] = ModelCacheMetrics(
+                answered=self.requests.labels(name, "hit"),
+                missed=self.requests.labels(name, "miss"),
                 hits={layer: self.lookups.labels(name, layer, "hit") for layer in LAYERS},
                 misses={layer: self.lookups.labels(name, layer, "miss") for layer in LAYERS},
                 hit_seconds={layer: self.hit_seconds.labels(name, layer) for layer in LAYERS},

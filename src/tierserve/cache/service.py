@@ -142,7 +142,10 @@ class ResultCacheService:
             return await engine.infer(deployment, request, cached=False)
         metrics = self._metrics.model(deployment.name)
         version = self._versions.get((deployment.name, deployment.version))
-        if version is None or version.deployment is not deployment or not cacheable(request):
+        if version is None or version.deployment is not deployment:
+            metrics.bypassed["swapping"].inc()  # bound to a deployment being replaced (or not yet known)
+            return await engine.infer(deployment, request, cached=False)
+        if not cacheable(request):
             metrics.bypassed["not_cacheable"].inc()
             return await engine.infer(deployment, request, cached=False)
         started = time.perf_counter_ns()
@@ -178,6 +181,7 @@ class ResultCacheService:
         elif "redis" in settings.tiers:
             self._warn_once(deployment.name, "names the redis tier, but the server has no Redis URL")
         deployment.stats.record_cache(False, time.perf_counter_ns() - started)
+        metrics.missed.inc()
 
         store_key = key_for(digest, store_as)
         flight = self._flights.get(store_key)
@@ -220,6 +224,7 @@ class ResultCacheService:
         deployment.stats.record_cache(True, elapsed)
         self._engine.record_cached(deployment, choice, elapsed)
         metrics.hits[layer].inc()
+        metrics.answered.inc()
         metrics.hit_seconds[layer].observe(elapsed / 1e9)
         return response
 
