@@ -74,6 +74,11 @@ class LoadForecast:
         self._cached["mix"] = mix
         return mix
 
+    def recent(self, seconds: float) -> list[float]:
+        """The observed rates (requests per second) over the last ``seconds``, oldest first."""
+        n = min(len(self._totals), max(1, math.ceil(seconds / self.interval_s)))
+        return [self._totals[i] for i in range(len(self._totals) - n, len(self._totals))]
+
     def sustained(self, horizon_s: float) -> dict[str, float]:
         """Requests per second per tier to plan a pool that boots in ``horizon_s`` for."""
         total = self.total(horizon_s)

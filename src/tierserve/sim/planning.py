@@ -52,6 +52,6 @@ def plan_pool(spec: SimPoolSpec, tiers: Sequence[Tier]) -> PlanPool:
 def fleet_planner(specs: Sequence[SimPoolSpec], tiers: Sequence[Tier], interval_s: float) -> FleetPlanner:
     return FleetPlanner(
         [plan_pool(s, tiers) for s in specs],
-        [PlanTier(t.name, t.approximate, not t.rejects_late) for t in tiers],
+        [PlanTier(t.name, t.approximate, not t.rejects_late, t.target_s) for t in tiers],
         LoadForecast(interval_s=interval_s),
     )
