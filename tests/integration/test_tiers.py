@@ -156,3 +156,39 @@ def test_stats_and_metrics_count_per_tier(http: httpx.Client) -> None:
 def test_unknown_tier_is_a_400(http: httpx.Client) -> None:
     response = http.post("/v2/models/slow/infer", json=slow_request(4, 0.0, tier="platinum"))
     assert "platinum" in assert_json_error(response, 400)
+
+
+def test_a_tier_known_from_the_header_is_rejected_before_its_body_is_decoded(http: httpx.Client) -> None:
+    # Teach the estimator what a blocker-sized batch costs: gold (50 ms) cannot be admitted now.
+    for _ in range(2):
+        assert http.post("/v2/models/slow/infer", json=slow_request(1, BLOCKER_WORK)).status_code == 200
+    undecodable = b'{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [not json'
+    headers = {"Content-Type": "application/json"}
+    response = http.post("/v2/models/slow/infer", content=undecodable, headers={**headers, "X-Tier": "gold"})
+    message = assert_json_error(response, 503)  # not the 400 that decoding it would give
+    assert "gold" in message and int(response.headers["retry-after"]) >= 1
+    # Without the header the tier is the body's business: it is decoded, and found malformed.
+    assert_json_error(http.post("/v2/models/slow/infer", content=undecodable, headers=headers), 400)
+    # A body that names its own tier is decoded first, whatever the header says.
+    own = slow_request(1, QUICK_WORK, tier="bronze")
+    assert http.post("/v2/models/slow/infer", json=own, headers={"X-Tier": "gold"}).status_code == 200
+
+
+def test_best_effort_request_past_its_own_timeout_is_answered_504_and_never_runs(
+    http: httpx.Client, tier_server: RunningServer
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        before = started_batches(http)
+        blocker = pool.submit(http.post, "/v2/models/slow/infer", json=slow_request(0, BLOCKER_WORK))
+        wait_until(lambda: started_batches(http) > before, "the blocker to start")
+        late = http.post(
+            "/v2/models/slow/infer", json=slow_request(5, QUICK_WORK, tier="bronze", timeout=20_000)
+        )
+        assert "timeout" in assert_json_error(late, 504)
+        assert blocker.result().status_code == 200
+    # The timed-out request was withdrawn from the queue: nothing started after the blocker.
+    assert started_batches(http) == before + 1
+    timed_out = metric_sum(
+        http, "tierserve_tier_requests_total", model="slow", tier="bronze", outcome="timed_out"
+    )
+    assert timed_out >= 1

@@ -18,6 +18,7 @@ from tierserve.api import documents
 from tierserve.api.body import read_body
 from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
+from tierserve.api.early import reject_early
 from tierserve.api.responses import json_response
 from tierserve.errors import InvalidInput, ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
@@ -188,9 +189,12 @@ HOT_ROUTES = [
 )
 async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
     state = _state(request)
+    arrival = state.engine.clock()  # the deadline counts from here
     deployment = state.engine.deployment(model_name, model_version)  # unknown model: 404 before the body
     body = await read_body(request, state.settings.max_body_bytes)
+    reject_early(request, state.engine, deployment, body, request.headers.get(HEADER_LENGTH), arrival)
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    decoded.arrival = arrival
     decoded.tier = request.headers.get("x-tier")
     apply_key_tier(request, decoded)  # the API key's tier when the request names none
     decoded.tenant = access.own_tenant(request) or ""  # cached answers never cross tenants

@@ -444,9 +444,10 @@ class Engine:
         """Cheap rejection, before the body is decoded: raise Unavailable when a request of ``tier``
         (None: the model's default) arriving at ``arrival`` could not be admitted even with one row.
         Service time grows with rows, so a request that fails here fails after decoding too."""
-        if not self.honour_tiers:
-            return
-        choice = self.tiers.resolve(name=tier, default=self.config(deployment.name).default_tier)
+        config = self.config(deployment.name)
+        if not self.honour_tiers or self.budgeting.active or config.cache is not None:
+            return  # a tenant's budget may demote it to best effort, a cached answer may serve it
+        choice = self.tiers.resolve(name=tier, default=config.default_tier)
         if not choice.tier.rejects_late:
             return
         t = admission.ticket(choice, arrival, 1)
