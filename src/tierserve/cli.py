@@ -171,8 +171,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from tierserve.commands.profile import run_profile
     from tierserve.config import ServerSettings
-    from tierserve.profiler.command import run_profile
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = ServerSettings.from_env(

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -19,20 +18,17 @@ from starlette.responses import Response
 from tierserve import __version__
 from tierserve.api import admin, jobs, openai, v1, v2
 from tierserve.api.responses import error_response, json_response
-from tierserve.budgets.policy import BudgetBook, BudgetConfigError
 from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
+from tierserve.engine.factory import build_engine
 from tierserve.engine.health import engine_state_metrics
-from tierserve.engine.pools import parse_pools
 from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.service import JobService
 from tierserve.observability.exporter import start_exporter
 from tierserve.observability.metrics import Metrics
-from tierserve.repository.repository import ModelRepository
 from tierserve.retrieval.embeddings import EmbeddingService
-from tierserve.scheduler.tiers import TierTable
 from tierserve.security import openapi
 from tierserve.security.noting import NotingMetrics
 from tierserve.security.service import SecurityService
@@ -58,16 +54,7 @@ class AppState:
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = NotingMetrics()  # also tells the inference audit record which pool served it
     server_config = load_server_config(settings.config_file)
-    engine = Engine(
-        ModelRepository(settings.model_repository),
-        metrics,
-        TierTable.from_config(server_config),
-        pools=parse_pools(server_config.get("pools")),
-        honour_tiers=settings.scheduling == "tiers",
-        state_dir=settings.state_dir,
-        profiles_dir=settings.profiles_dir,
-        budgets=_budgets(server_config),
-    )
+    engine = build_engine(settings, server_config, metrics)
     metrics.set_queue_source(engine.queue_snapshots)
     cache = ResultCacheService.install(
         engine, metrics.registry, settings.cache_bytes, settings.cache_redis or settings.redis
@@ -149,13 +136,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     openapi.install(app)
     _install_error_handlers(app)
     return app
-
-
-def _budgets(server_config: dict[str, Any]) -> BudgetBook:
-    try:
-        return BudgetBook.from_config(server_config)
-    except BudgetConfigError as exc:
-        raise InvalidInput(f"server config: {exc}") from None
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -8,27 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tierserve.config import ServerSettings, load_server_config
-from tierserve.engine.engine import Engine
-from tierserve.engine.pools import parse_pools
+from tierserve.engine.factory import build_engine
 from tierserve.observability.metrics import Metrics
 from tierserve.profiler.profile import Profile, save_profile
 from tierserve.profiler.sweep import sweep
-from tierserve.repository.repository import ModelRepository
-from tierserve.scheduler.tiers import TierTable
 
 log = logging.getLogger(__name__)
 
 
 def run_profile(settings: ServerSettings, models: Sequence[str], out: Path, reps: int) -> list[Profile]:
     server_config = load_server_config(settings.config_file)
-    engine = Engine(
-        ModelRepository(settings.model_repository),
-        Metrics(),
-        TierTable.from_config(server_config),
-        pools=parse_pools(server_config.get("pools")),
-        state_dir=settings.state_dir,
-        profiles_dir=out / ".none",  # measure afresh: never seed from the files being rewritten
-    )
+    # Measure afresh: never seed from the files being rewritten.
+    engine = build_engine(settings, server_config, Metrics(), profiles_dir=out / ".none")
     profiles: list[Profile] = []
     measured = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:

@@ -1,0 +1,1 @@
+"""CLI commands that build an engine outside a server (above the engine, beside the API)."""
