@@ -1,13 +1,15 @@
-"""Single flight: one inference for identical concurrent misses; nobody hangs, nobody inherits an
-error, and the inference is cancelled only when nobody waits for it any more."""
+"""Single flight: one inference for identical concurrent misses; nobody hangs, nobody inherits
+another request's error or cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
-from tierserve.cache.flight import Flight, Flights
+from tierserve.cache.flight import Flights
 
 
 class Work:
@@ -16,95 +18,100 @@ class Work:
     def __init__(self) -> None:
         self.started = 0
         self.release = asyncio.Event()
-        self.cancelled = False
 
     async def __call__(self, value: str) -> str:
         self.started += 1
-        try:
-            await self.release.wait()
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
+        await self.release.wait()
         if value == "boom":
             raise RuntimeError("failed")
         return value
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
 
 
-def test_followers_share_the_leaders_result_and_it_lands_once() -> None:
+async def started(flights: Flights[str], work: Work, value: str, priority: int = 1) -> asyncio.Task[str]:
+    leader = asyncio.create_task(flights.lead(b"k", priority, work(value)))
+    await asyncio.sleep(0)
+    return leader
+
+
+def test_followers_share_the_leaders_answer_and_the_work_runs_once() -> None:
     async def scenario() -> None:
-        work, landed = Work(), []
-        flights: Flights[str] = Flights()
-        flight = flights.start(b"k", 1, work("answer"), landed.append)
-        assert flights.get(b"k") is flight and flight.admits(1) and flight.admits(2)
-        waiting = [asyncio.create_task(flight.wait()) for _ in range(10)]
+        work, flights = Work(), Flights[str]()
+        leader = await started(flights, work, "answer")
+        flight = flights.get(b"k")
+        assert flight is not None and flight.admits(1) and flight.admits(2)
+        followers = [asyncio.create_task(flight.follow()) for _ in range(9)]
         await asyncio.sleep(0)
         work.release.set()
-        assert await asyncio.gather(*waiting) == ["answer"] * 10
-        assert work.started == 1 and landed == [flight]
+        assert await leader == "answer"
+        assert await asyncio.gather(*followers) == ["answer"] * 9
+        assert work.started == 1 and flight.joined == 9
         assert flights.get(b"k") is None and len(flights) == 0
 
-    run(scenario())
+    run(scenario)
 
 
 def test_a_more_urgent_request_does_not_join_a_less_urgent_flight() -> None:
     async def scenario() -> None:
-        work = Work()
-        flight: Flight[str] = Flights[str]().start(b"k", 2, work("x"), lambda _: None)
-        assert not flight.admits(0)  # gold does not wait behind bronze
+        work, flights = Work(), Flights[str]()
+        leader = await started(flights, work, "x", priority=2)
+        flight = flights.get(b"k")
+        assert flight is not None and not flight.admits(0) and flight.admits(2)
         work.release.set()
-        await flight.wait()
+        await leader
         assert not flight.admits(2)  # done: nothing left to join
 
-    run(scenario())
+    run(scenario)
 
 
-def test_the_leader_leaving_does_not_cancel_the_inference_others_wait_for() -> None:
+def test_the_leaders_failure_is_not_its_followers_they_get_none() -> None:
     async def scenario() -> None:
-        work = Work()
-        flight = Flights[str]().start(b"k", 1, work("answer"), lambda _: None)
-        leader = asyncio.create_task(flight.wait())
-        follower = asyncio.create_task(flight.wait())
+        work, flights = Work(), Flights[str]()
+        leader = await started(flights, work, "boom")
+        flight = flights.get(b"k")
+        assert flight is not None
+        followers = [asyncio.create_task(flight.follow()) for _ in range(3)]
+        await asyncio.sleep(0)
+        work.release.set()
+        with pytest.raises(RuntimeError):
+            await leader
+        assert await asyncio.gather(*followers) == [None] * 3
+        assert flights.get(b"k") is None
+
+    run(scenario)
+
+
+def test_a_leader_that_goes_away_releases_its_followers_with_none() -> None:
+    async def scenario() -> None:
+        work, flights = Work(), Flights[str]()
+        leader = await started(flights, work, "answer")
+        flight = flights.get(b"k")
+        assert flight is not None
+        follower = asyncio.create_task(flight.follow())
         await asyncio.sleep(0)
         leader.cancel()
-        await asyncio.sleep(0)
-        assert not work.cancelled
-        work.release.set()
-        assert await follower == "answer"
+        assert await follower is None
         with pytest.raises(asyncio.CancelledError):
             await leader
 
-    run(scenario())
+    run(scenario)
 
 
-def test_the_last_waiter_leaving_cancels_the_inference() -> None:
+def test_a_follower_that_goes_away_leaves_the_others_alone() -> None:
     async def scenario() -> None:
-        work, landed = Work(), []
-        flight = Flights[str]().start(b"k", 1, work("answer"), landed.append)
-        waiters = [asyncio.create_task(flight.wait()) for _ in range(2)]
+        work, flights = Work(), Flights[str]()
+        leader = await started(flights, work, "answer")
+        flight = flights.get(b"k")
+        assert flight is not None
+        leaving, staying = asyncio.create_task(flight.follow()), asyncio.create_task(flight.follow())
         await asyncio.sleep(0)
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-        await asyncio.sleep(0)
-        assert work.cancelled and flight.task.cancelled() and landed == [flight]
-
-    run(scenario())
-
-
-def test_a_failure_reaches_every_waiter_and_the_flight_is_gone() -> None:
-    async def scenario() -> None:
-        work = Work()
-        flights: Flights[str] = Flights()
-        flight = flights.start(b"k", 1, work("boom"), lambda _: None)
-        waiting = [asyncio.create_task(flight.wait()) for _ in range(3)]
-        await asyncio.sleep(0)
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
         work.release.set()
-        results = await asyncio.gather(*waiting, return_exceptions=True)
-        assert all(isinstance(r, RuntimeError) for r in results)
-        assert flights.get(b"k") is None
+        assert await leader == "answer" and await staying == "answer"
 
-    run(scenario())
+    run(scenario)

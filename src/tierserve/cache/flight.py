@@ -1,50 +1,50 @@
 """Single flight: concurrent identical misses run the model once, and all of them get its answer.
 
-The first miss (the leader) starts the inference as a task of its own; identical misses that arrive
-while it runs join it instead of queueing their own. A caller that goes away (client disconnect)
-stops waiting; the inference is cancelled (leaving the queue) only when nobody waits any more.
-A follower whose leader failed (a 503 for the leader's deadline, say) runs its own inference: one
-request's error is never another's answer.
+The first miss (the leader) runs the inference in its own task, as it would without a cache;
+identical misses that arrive meanwhile (followers) wait for its answer instead of queueing their
+own. One request's failure is never another's answer: when the leader fails or goes away (its
+client disconnected), its followers get None and run their own inference. A follower that goes
+away leaves the others alone.
 
 Example::
 
     flight = flights.get(key)
-    if flight is None or not flight.admits(priority):
-        flight = flights.start(key, priority, engine.infer(deployment, request, cached=False))
-    response = await flight.wait()
+    if flight is not None and flight.admits(priority):
+        answer = await flight.follow()        # None: run your own
+    else:
+        answer = await flights.lead(key, priority, engine.infer(deployment, request, cached=False))
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class Flight(Generic[T]):
-    def __init__(self, task: asyncio.Future[T], priority: int) -> None:
-        self.task = task
+    def __init__(self, priority: int) -> None:
         self.priority = priority
-        self.waiters = 0
+        self.result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.joined = 0  # followers, beyond the leader
 
     def admits(self, priority: int) -> bool:
         """A follower joins only a flight at least as urgent as itself (lower runs first): a gold
         request must not wait on a bronze one's place in the queue."""
-        return not self.task.done() and self.priority <= priority
+        return not self.result.done() and self.priority <= priority
 
-    async def wait(self) -> T:
-        self.waiters += 1
+    async def follow(self) -> T | None:
+        """The leader's answer, or None when the leader failed or went away."""
+        self.joined += 1
         try:
-            return await asyncio.shield(self.task)
+            return await asyncio.shield(self.result)
         except asyncio.CancelledError:
-            if self.waiters == 1 and not self.task.done():
-                self.task.cancel()  # the last one waiting left: take the request out of the queue
-            raise
-        finally:
-            self.waiters -= 1
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this follower itself is being cancelled
+            return None  # the leader's flight was called off
 
 
 class Flights(Generic[T]):
@@ -57,18 +57,18 @@ class Flights(Generic[T]):
     def get(self, key: bytes) -> Flight[T] | None:
         return self._flights.get(key)
 
-    def start(
-        self, key: bytes, priority: int, work: Coroutine[Any, Any, T], landed: Callable[[Flight[T]], None]
-    ) -> Flight[T]:
-        """Run ``work`` as the flight of ``key``; ``landed(flight)`` runs once it is done, whoever
-        still waits for it."""
-        flight = Flight(asyncio.ensure_future(work), priority)
+    async def lead(self, key: bytes, priority: int, work: Awaitable[T]) -> T:
+        """Await ``work`` as the flight of ``key`` (replacing a less urgent one for newcomers)."""
+        flight: Flight[T] = Flight(priority)
         self._flights[key] = flight
-
-        def done(_: asyncio.Future[T]) -> None:
+        try:
+            result = await work
+        except BaseException:
+            flight.result.cancel()
+            raise
+        else:
+            flight.result.set_result(result)
+            return result
+        finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            landed(flight)
-
-        flight.task.add_done_callback(done)
-        return flight

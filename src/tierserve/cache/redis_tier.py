@@ -3,8 +3,8 @@ model version (so that a load on one server makes the old answers unreachable on
 
 Redis being down or slow is never the client's problem: every call has a short timeout, a failure
 marks the layer down for ``retry_s`` (requests bypass it meanwhile, counted by the caller), and it
-is logged once per outage. Writes happen after the response, in the background, at most
-``MAX_PENDING_WRITES`` at a time (more are dropped: an answer not cached costs a recomputation).
+is logged once per outage. Writes are not waited for: they are pipelined on the connection behind
+the reads, and a failed one marks the layer down like a failed read.
 
 Keys (answers expire by their model's ``ttl_s``; the rest of Redis's memory policy is its own)::
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "tierserve:cache:"
 CHANNEL = "tierserve:cache:generations"
-MAX_PENDING_WRITES = 256
 
 GenerationListener = Callable[[str, int, int], None]  # model, version, generation
 
@@ -67,7 +66,6 @@ class RedisTier:
         self._errors = (redis.RedisError, OSError, asyncio.TimeoutError, RedisReplyError)
         self._down_until = 0.0
         self._down_logged = False
-        self._writes: set[asyncio.Task[None]] = set()
         self._subscriber: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()  # set once subscribed (generations are then pushed to us)
         self.known: Callable[[], Iterable[tuple[str, int]]] = lambda: ()  # versions to resync
@@ -92,19 +90,17 @@ class RedisTier:
         return next(((i, v) for i, v in enumerate(values) if v is not None), None)
 
     def put(self, key: str, value: bytes, ttl_s: float) -> bool:
-        """Write in the background; False when skipped (layer down or too many writes pending)."""
-        if not self.available or len(self._writes) >= MAX_PENDING_WRITES:
+        """Write without waiting (pipelined behind the reads); False when skipped (layer down)."""
+        if not self.available:
             return False
-        task = asyncio.ensure_future(self._put(key, value, ttl_s))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        ttl_ms = b"%d" % max(1, int(ttl_s * 1000))
+        self._client.send_nowait((b"SET", key.encode(), value, b"PX", ttl_ms), self._put_done)
         return True
 
-    async def _put(self, key: str, value: bytes, ttl_s: float) -> None:
-        try:
-            await self._client.command(b"SET", key.encode(), value, b"PX", b"%d" % max(1, int(ttl_s * 1000)))
-        except self._errors as exc:
-            self._failed(exc)
+    def _put_done(self, future: asyncio.Future[Any]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._failed(error)
 
     # -- generations (loading thread) ------------------------------------------------------------
 
@@ -136,8 +132,6 @@ class RedisTier:
             self._subscriber.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._subscriber
-        if self._writes:
-            await asyncio.wait(set(self._writes), timeout=2.0)
         await self._client.close()
         self._sync.close()
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -76,6 +77,16 @@ class RespClient:
         except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError) as exc:
             self._drop(exc)
             raise
+
+    def send_nowait(self, args: tuple[bytes, ...], done: Callable[[asyncio.Future[Any]], None]) -> None:
+        """Send a command whose reply nobody waits for (``done`` sees it, or its failure). Needs a
+        connection: with none (yet, or after a failure), the command is skipped as failed."""
+        if self._writer is None:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(ConnectionError("no connection to redis"))
+        else:
+            future = self._send(args)
+        future.add_done_callback(done)
 
     async def close(self) -> None:
         self._drop(ConnectionError("closed"))

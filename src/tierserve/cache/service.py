@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from tierserve.cache.answer import Answer, CorruptEntry
-from tierserve.cache.flight import Flight, Flights
+from tierserve.cache.flight import Flights
 from tierserve.cache.key import APPROX, EXACT, KeyPrefix, cacheable, key_for, request_key
 from tierserve.cache.lru import ByteLRU
 from tierserve.cache.metrics import CacheMetrics, ModelCacheMetrics
 from tierserve.cache.redis_tier import RedisTier, TierDown, answer_key
 from tierserve.engine.request import InferRequest, InferResponse
-from tierserve.errors import ModelNotFound, TierserveError
+from tierserve.errors import ModelNotFound
 from tierserve.repository.config import CacheSettings
 from tierserve.scheduler.tiers import TierChoice
 
@@ -186,28 +186,16 @@ class ResultCacheService:
         store_key = key_for(digest, store_as)
         flight = self._flights.get(store_key)
         if flight is not None and flight.admits(choice.tier.priority):
-            flight.joined += 1
-            try:
-                response = await flight.wait()
-            except TierserveError:
-                pass  # the leader's failure is its own: try on our own below
-            else:
-                metrics.coalesced.inc()
-                answer = Answer.of(response)
-                engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
-                return answer.response(request, deployment.name, deployment.version)
-            return await engine.infer(deployment, request, cached=False)
-
-        def landed(done: Flight[InferResponse]) -> None:
-            task = done.task
-            if task.cancelled() or task.exception() is not None:
-                return  # errors are never cached
-            self._store(store_key, Answer.of(task.result()), deployment, version, settings, metrics)
-
-        flight = self._flights.start(
-            store_key, choice.tier.priority, engine.infer(deployment, request, cached=False), landed
-        )
-        return await flight.wait()
+            response = await flight.follow()
+            if response is None:  # the leader failed or went away: its failure is its own
+                return await engine.infer(deployment, request, cached=False)
+            metrics.coalesced.inc()
+            engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
+            return Answer.of(response).response(request, deployment.name, deployment.version)
+        work = engine.infer(deployment, request, cached=False)
+        response = await self._flights.lead(store_key, choice.tier.priority, work)
+        self._store(store_key, Answer.of(response), deployment, version, settings, metrics)  # never errors
+        return response
 
     def _hit(
         self,
