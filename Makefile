@@ -35,12 +35,12 @@ serve: $(MODELS)/.built
 	$(BIN)/tierserve serve --model-repository $(MODELS) --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
 	$(BIN)/mypy
 
 bench: $(MODELS)/.built $(VENV)/.installed-test

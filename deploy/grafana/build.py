@@ -23,7 +23,9 @@ ATTAINMENT = (
 )
 
 
-def timeseries(title: str, targets: list[tuple[str, str]], unit: str = "short", **options: Any) -> dict[str, Any]:
+def timeseries(
+    title: str, targets: list[tuple[str, str]], unit: str = "short", **options: Any
+) -> dict[str, Any]:
     return {
         "type": "timeseries",
         "title": title,
@@ -83,8 +85,13 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
             timeseries(
                 "Rejections per tier",
-                [(f'sum by (tier) (rate(tierserve_tier_requests_total{{outcome="rejected"}}[{WINDOW}]))',
-                  "{{tier}}")],
+                [
+                    (
+                        "sum by (tier) "
+                        f'(rate(tierserve_tier_requests_total{{outcome="rejected"}}[{WINDOW}]))',
+                        "{{tier}}",
+                    )
+                ],
                 "reqps",
             ),
             timeseries(
@@ -97,8 +104,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
             timeseries(
                 "Requests by tier and outcome",
-                [(f"sum by (tier, outcome) (rate(tierserve_tier_requests_total[{WINDOW}]))",
-                  "{{tier}} {{outcome}}")],
+                [
+                    (
+                        f"sum by (tier, outcome) (rate(tierserve_tier_requests_total[{WINDOW}]))",
+                        "{{tier}} {{outcome}}",
+                    )
+                ],
                 "reqps",
             ),
             timeseries(
@@ -111,10 +122,17 @@ def dashboards() -> dict[str, dict[str, Any]]:
         "tierserve-models",
         "tierserve: models",
         [
-            timeseries("Model versions ready", [("tierserve_model_ready", "{{model}} v{{version}} {{state}}")]),
+            timeseries(
+                "Model versions ready", [("tierserve_model_ready", "{{model}} v{{version}} {{state}}")]
+            ),
             timeseries(
                 "Requests per model and outcome",
-                [(f"sum by (model, outcome) (rate(tierserve_requests_total[{WINDOW}]))", "{{model}} {{outcome}}")],
+                [
+                    (
+                        f"sum by (model, outcome) (rate(tierserve_requests_total[{WINDOW}]))",
+                        "{{model}} {{outcome}}",
+                    )
+                ],
                 "reqps",
             ),
             timeseries(
@@ -132,14 +150,29 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
             timeseries(
                 "Mean batch size",
-                [(f"sum by (model) (rate(tierserve_batch_size_sum[{WINDOW}])) / "
-                  f"sum by (model) (rate(tierserve_batch_size_count[{WINDOW}]))", "{{model}}")],
+                [
+                    (
+                        f"sum by (model) (rate(tierserve_batch_size_sum[{WINDOW}])) / "
+                        f"sum by (model) (rate(tierserve_batch_size_count[{WINDOW}]))",
+                        "{{model}}",
+                    )
+                ],
             ),
             timeseries(
                 "Result cache hit ratio per model",
-                [(f'sum by (model) (rate(tierserve_cache_lookups_total{{result="hit"}}[{WINDOW}])) / '
-                  f'sum by (model) (rate(tierserve_cache_lookups_total{{layer="local"}}[{WINDOW}]))',
-                  "{{model}}")],
+                [
+                    (
+                        f'sum by (model) (rate(tierserve_cache_requests_total{{result="hit"}}[{WINDOW}])) / '
+                        f"sum by (model) (rate(tierserve_cache_requests_total[{WINDOW}]))",
+                        "{{model}}",
+                    ),
+                    (
+                        "sum by (model, layer) "
+                        f'(rate(tierserve_cache_lookups_total{{result="hit"}}[{WINDOW}]))'
+                        f" / sum by (model, layer) (rate(tierserve_cache_lookups_total[{WINDOW}]))",
+                        "{{model}} {{layer}} layer",
+                    ),
+                ],
                 "percentunit",
             ),
             timeseries(
@@ -160,27 +193,49 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
             timeseries(
                 "Cost per 1M requests by pool",
-                [(f"sum by (pool) (rate(tierserve_cost_dollars_total[{WINDOW}])) / "
-                  f"sum by (pool) (rate(tierserve_pool_requests_total[{WINDOW}])) * 1e6", "{{pool}}")],
+                [
+                    (
+                        f"sum by (pool) (rate(tierserve_cost_dollars_total[{WINDOW}])) / "
+                        f"sum by (pool) (rate(tierserve_pool_requests_total[{WINDOW}])) * 1e6",
+                        "{{pool}}",
+                    )
+                ],
                 "currencyUSD",
             ),
             timeseries(
                 "Cost per hour by tenant",
-                [(f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) * 3600", "{{tenant}}")],
+                [
+                    (
+                        f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) * 3600",
+                        "{{tenant}}",
+                    )
+                ],
                 "currencyUSD",
             ),
             timeseries(
                 "Cost per 1M requests by tenant",
-                [(f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) / "
-                  f"sum by (tenant) (rate(tierserve_tenant_requests_total[{WINDOW}])) * 1e6", "{{tenant}}")],
+                [
+                    (
+                        f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) / "
+                        f"sum by (tenant) (rate(tierserve_tenant_requests_total[{WINDOW}])) * 1e6",
+                        "{{tenant}}",
+                    )
+                ],
                 "currencyUSD",
             ),
             timeseries(
                 "Requests per pool and tier",
-                [(f"sum by (pool, tier) (rate(tierserve_pool_requests_total[{WINDOW}]))", "{{pool}} {{tier}}")],
+                [
+                    (
+                        f"sum by (pool, tier) (rate(tierserve_pool_requests_total[{WINDOW}]))",
+                        "{{pool}} {{tier}}",
+                    )
+                ],
                 "reqps",
             ),
-            timeseries("Desired replicas per pool", [("max by (pool) (tierserve_desired_replicas)", "{{pool}}")]),
+            timeseries(
+                "Desired replicas per pool", [("max by (pool) (tierserve_desired_replicas)", "{{pool}}")]
+            ),
             timeseries(
                 "Budget used",
                 [("tierserve_budget_spent_dollars / tierserve_budget_limit_dollars", "{{budget}}")],
@@ -200,7 +255,13 @@ def dashboards() -> dict[str, dict[str, Any]]:
             timeseries("Oldest queued job", [("max(tierserve_jobs_oldest_queued_age_seconds)", "age")], "s"),
             timeseries(
                 "Dead letters (change over 15 min)",
-                [('sum(tierserve_jobs{status="dead"}) - sum(min_over_time(tierserve_jobs{status="dead"}[15m]))', "dead")],
+                [
+                    (
+                        'sum(tierserve_jobs{status="dead"}) '
+                        '- sum(min_over_time(tierserve_jobs{status="dead"}[15m]))',
+                        "dead",
+                    )
+                ],
             ),
             stat("Queued now", 'sum(tierserve_jobs{status="queued"})', "queued"),
         ],
