@@ -52,6 +52,14 @@ EXPECTED: dict[str, Role | None] = {
     "POST /v1/embeddings": Role.USER,
     "GET /v1/models": Role.READER,
     "GET /v1/models/{model}": Role.READER,
+    "POST /v1/collections": Role.USER,
+    "GET /v1/collections": Role.READER,
+    "GET /v1/collections/{name}": Role.READER,
+    "DELETE /v1/collections/{name}": Role.USER,
+    "POST /v1/collections/{name}/upsert": Role.USER,
+    "POST /v1/collections/{name}/delete": Role.USER,
+    "GET /v1/collections/{name}/items/{item_id}": Role.READER,
+    "POST /v1/collections/{name}/search": Role.USER,
 }
 
 

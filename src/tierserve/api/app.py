@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import admin, jobs, openai, v1, v2
+from tierserve.api import admin, collections, jobs, openai, v1, v2
 from tierserve.api.responses import error_response, json_response
 from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
@@ -29,6 +29,7 @@ from tierserve.jobs.service import JobService
 from tierserve.observability.exporter import start_exporter
 from tierserve.observability.metrics import Metrics
 from tierserve.retrieval.embeddings import EmbeddingService
+from tierserve.retrieval.service import CollectionService
 from tierserve.security import openapi
 from tierserve.security.noting import NotingMetrics
 from tierserve.security.service import SecurityService
@@ -49,6 +50,7 @@ class AppState:
     security: SecurityService
     embeddings: EmbeddingService
     usage: UsageSync
+    collections: CollectionService
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -99,6 +101,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 scaling.cancel()
             await asyncio.shield(loading)
             await job_service.stop()  # before the engine: running jobs finish or are given back
+            await asyncio.to_thread(collection_service.close)  # saves the graphs: a quick next start
             await asyncio.to_thread(engine.stop)
             await cache.close()
             syncing.cancel()
@@ -115,6 +118,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     embeddings = EmbeddingService(engine)
+    collection_service = CollectionService(settings.state_dir, embeddings)
     app.state.tierserve = AppState(
         settings=settings,
         engine=engine,
@@ -124,14 +128,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         security=security,
         embeddings=embeddings,
         usage=usage,
+        collections=collection_service,
     )
     # The hot paths first, as plain routes of the application itself: FastAPI's included routers
     # cost a match over every route they hold (8% of the event loop's time in a profile).
-    app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES, *openai.HOT_ROUTES]
+    app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES, *openai.HOT_ROUTES, *collections.HOT_ROUTES]
     app.include_router(jobs.router)
     app.include_router(v2.router)
     app.include_router(v1.router)
     app.include_router(openai.router)
+    app.include_router(collections.router)
     app.include_router(admin.router)
     openapi.install(app)
     _install_error_handlers(app)

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from tierserve.api.body import read_body
 from tierserve.api.codec import parse_json_object
-from tierserve.api.responses import json_body_doc
+from tierserve.api.responses import error_docs, json_body_doc
 from tierserve.engine.request import InferRequest
 from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
 from tierserve.retrieval.embeddings import Embedded
@@ -90,10 +90,7 @@ _OPENAI_ERROR = {
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {"description": "error", "content": {"application/json": {"schema": _OPENAI_ERROR}}}
-        for code in codes
-    }
+    return error_docs(*codes, schema=_OPENAI_ERROR)
 
 
 _EMBEDDINGS_DOC = json_body_doc(

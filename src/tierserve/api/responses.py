@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -23,3 +24,19 @@ def error_response(exc: TierserveError) -> Response:
 def json_body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads its JSON body itself (no pydantic model): the schema."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+V2_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+
+
+def error_docs(*codes: int, schema: dict[str, Any] = V2_ERROR_SCHEMA) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error body at these statuses (every status a route can answer is
+    documented: the schemathesis suite checks it)."""
+    return {
+        code: {"description": HTTPStatus(code).phrase, "content": {"application/json": {"schema": schema}}}
+        for code in codes
+    }

@@ -8,10 +8,12 @@ import numpy as np
 
 from tierserve.backends.quantize import SAMPLES_FILE
 from tierserve.examples.basic import IDENTITY_DTYPES, build_identity, build_simple
-from tierserve.examples.minilm import build_minilm_onnx, minilm_assets_dir, tokenize
+from tierserve.examples.crossencoder import build_cross_encoder
+from tierserve.examples.minilm import build_minilm_onnx, load_tokenizer, minilm_assets_dir, tokenize
 from tierserve.repository.repository import CONFIG_FILE, MODEL_FILE
 
 MINILM = "all-minilm-l6-v2"
+CROSS_ENCODER = "tiny-cross-encoder"
 
 _CONFIGS = {
     "simple": "max_batch_size: 8\n",
@@ -23,6 +25,12 @@ _CONFIGS = {
         "# Text in (/v1/embeddings, collections): tokenized on the server, truncated like\n"
         "# sentence-transformers does (max_seq_length 256).\n"
         "embedding: {tokenizer: tokenizer.json, max_length: 256, output: sentence_embedding}\n"
+    ),
+    CROSS_ENCODER: (
+        "# Scores (query, document) pairs: re-ranking in collection search (tierserve.retrieval).\n"
+        "max_batch_size: 64\n"
+        "warmup_shape: {input_ids: [32], attention_mask: [32], token_type_ids: [32]}\n"
+        "reranker: {tokenizer: tokenizer.json, max_length: 256, output: score}\n"
     ),
 }
 
@@ -60,6 +68,11 @@ def write_example_repository(dest: Path, *, include_minilm: bool = True) -> list
         with (target.parent / SAMPLES_FILE).open("wb") as f:
             np.savez(f, input_ids=input_ids, attention_mask=attention_mask)
         names.append(MINILM)
+        tokenizer = minilm_assets_dir() / "tokenizer.json"
+        cross = dest / CROSS_ENCODER / "1"
+        build_cross_encoder(cross / MODEL_FILE, load_tokenizer().get_vocab_size())
+        (cross / "tokenizer.json").write_bytes(tokenizer.read_bytes())
+        names.append(CROSS_ENCODER)
     for name, text in _CONFIGS.items():
         if name in names:
             (dest / name / CONFIG_FILE).write_text(text)
