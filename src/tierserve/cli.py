@@ -166,6 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.model_repository.is_dir():
         print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)
         return 2
+    if settings.max_body_bytes <= 0:  # Triton refuses these too: no request could ever be read
+        print(f"tierserve: --max-body-bytes must be positive, got {settings.max_body_bytes}", file=sys.stderr)
+        return 2
     run(settings)
     return 0
 

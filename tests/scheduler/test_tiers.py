@@ -29,8 +29,14 @@ def test_triton_timeout_overrides_the_budget() -> None:
     assert choice.tier.name == "gold" and choice.budget_s == pytest.approx(0.020)
 
 
+def test_triton_timeout_zero_means_no_timeout() -> None:
+    """tritonclient sends ``"timeout": 0`` for ``timeout=0``; Triton reads it as "no timeout"."""
+    choice = TierTable().resolve(name="silver", timeout_us=0)
+    assert choice.tier.name == "silver" and choice.budget_s == pytest.approx(0.150)
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"name": "platinum"}, {"name": 3}, {"priority": -1}, {"priority": "1"}, {"timeout_us": 0}]
+    "kwargs", [{"name": "platinum"}, {"name": 3}, {"priority": -1}, {"priority": "1"}, {"timeout_us": -1}]
 )
 def test_bad_tier_parameters_are_400(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):

@@ -23,6 +23,7 @@ EXAMPLE_MODELS = [
     "identity_int8",
     "identity_uint8",
     "simple",
+    "simple_string",
 ]
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import admin, collections, jobs, openai, v1, v2
+from tierserve.api import admin, collections, jobs, openai, shared_memory_routes, v1, v2
 from tierserve.api.responses import error_response, json_response
+from tierserve.api.shared_memory import SystemSharedMemory
 from tierserve.cache import ResultCacheService
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
@@ -51,6 +52,7 @@ class AppState:
     embeddings: EmbeddingService
     usage: UsageSync
     collections: CollectionService
+    shared_memory: SystemSharedMemory = field(default_factory=SystemSharedMemory)
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -110,6 +112,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await security.stop()  # last: flushes the inference audit records of the final requests
             if exporter is not None:
                 exporter.close()
+            app.state.tierserve.shared_memory.close()
 
     app = FastAPI(
         title="tierserve",
@@ -135,6 +138,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.router.routes[0:0] = [*v2.HOT_ROUTES, *jobs.HOT_ROUTES, *openai.HOT_ROUTES, *collections.HOT_ROUTES]
     app.include_router(jobs.router)
     app.include_router(v2.router)
+    app.include_router(shared_memory_routes.router)
     app.include_router(v1.router)
     app.include_router(openai.router)
     app.include_router(collections.router)

@@ -6,6 +6,10 @@ from starlette.requests import Request
 
 from tierserve.errors import InvalidInput, PayloadTooLarge
 
+# Triton's cap on the non-empty pieces of a body without Content-Length (chunked): each piece costs
+# a list entry, so a body of one-byte chunks cannot cost far more memory than its bytes.
+MAX_CHUNKS = 1 << 16
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
@@ -21,5 +25,11 @@ async def read_body(request: Request, limit: int) -> bytes:
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+        if chunk:
+            chunks.append(chunk)
+            if len(chunks) > MAX_CHUNKS:
+                raise InvalidInput(
+                    f"Chunked request body exceeds maximum of {MAX_CHUNKS} non-empty chunks. "
+                    "Send fewer or larger HTTP chunks."
+                )
     return b"".join(chunks)

@@ -21,6 +21,10 @@ class InputTensor:
 class RequestedOutput:
     name: str
     binary: bool | None = None  # None: the request's default
+    # Triton's extensions, applied by the API layer to the engine's outputs: the top-k classes
+    # (0: the tensor itself), and the shared-memory region (name, offset, byte size) to write to.
+    classification: int = 0
+    shared_memory: tuple[str, int, int] | None = None
 
 
 @dataclass

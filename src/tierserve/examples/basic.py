@@ -1,4 +1,5 @@
-"""Small ONNX models built with ``onnx.helper``: Triton's ``simple`` and ``identity_<dtype>``."""
+"""Small ONNX models built with ``onnx.helper``: Triton's ``simple``, ``simple_string`` and
+``identity_<dtype>``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,25 @@ def build_simple(path: Path) -> None:
         "simple",
         [helper.make_tensor_value_info(n, TensorProto.INT32, shape) for n in ("INPUT0", "INPUT1")],
         [helper.make_tensor_value_info(n, TensorProto.INT32, shape) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    save(_model(graph), path)
+
+
+def build_simple_string(path: Path) -> None:
+    """Triton's ``simple_string``: ``simple`` on BYTES [-1, 16] holding decimal integers (as text)."""
+    shape: list[int | str] = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["INPUT0"], ["A"], to=TensorProto.INT32),
+            helper.make_node("Cast", ["INPUT1"], ["B"], to=TensorProto.INT32),
+            helper.make_node("Add", ["A", "B"], ["SUM"]),
+            helper.make_node("Sub", ["A", "B"], ["DIFF"]),
+            helper.make_node("Cast", ["SUM"], ["OUTPUT0"], to=TensorProto.STRING),
+            helper.make_node("Cast", ["DIFF"], ["OUTPUT1"], to=TensorProto.STRING),
+        ],
+        "simple_string",
+        [helper.make_tensor_value_info(n, TensorProto.STRING, shape) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.STRING, shape) for n in ("OUTPUT0", "OUTPUT1")],
     )
     save(_model(graph), path)
 

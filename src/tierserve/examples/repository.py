@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tierserve.backends.quantize import SAMPLES_FILE
-from tierserve.examples.basic import IDENTITY_DTYPES, build_identity, build_simple
+from tierserve.examples.basic import IDENTITY_DTYPES, build_identity, build_simple, build_simple_string
 from tierserve.examples.crossencoder import build_cross_encoder
 from tierserve.examples.minilm import build_minilm_onnx, load_tokenizer, minilm_assets_dir, tokenize
 from tierserve.repository.repository import CONFIG_FILE, MODEL_FILE
@@ -17,6 +17,7 @@ CROSS_ENCODER = "tiny-cross-encoder"
 
 _CONFIGS = {
     "simple": "max_batch_size: 8\n",
+    "simple_string": "max_batch_size: 8\n",
     MINILM: (
         "# 32 rows is where one core reaches its best items/s on this model.\n"
         "max_batch_size: 32\n"
@@ -53,6 +54,8 @@ def write_example_repository(dest: Path, *, include_minilm: bool = True) -> list
     names: list[str] = []
     build_simple(dest / "simple" / "1" / MODEL_FILE)
     names.append("simple")
+    build_simple_string(dest / "simple_string" / "1" / MODEL_FILE)
+    names.append("simple_string")
     for suffix, elem_type in IDENTITY_DTYPES.items():
         name = f"identity_{suffix}"
         build_identity(dest / name / "1" / MODEL_FILE, elem_type)

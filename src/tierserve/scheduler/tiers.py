@@ -3,7 +3,8 @@
 A request names its tier by name (V2 parameter ``tier`` or the ``X-Tier`` header), or by Triton's
 ``priority`` level (1 is the highest; level N maps to the N-th tier by priority, the last tier for
 larger levels, the default tier for 0). Its deadline is its arrival plus the tier's target, or
-its own Triton ``timeout`` (microseconds) when given.
+its own Triton ``timeout`` (microseconds) when given; a ``timeout`` of 0 means none, as in Triton
+(tritonclient sends 0 whenever its caller passes ``timeout=0``).
 """
 
 from __future__ import annotations
@@ -104,8 +105,10 @@ class TierTable:
             tier = self.get(default) if default else self.default
         if timeout_us is None:
             return TierChoice(tier, tier.target_s)
-        if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us <= 0:
-            raise InvalidInput("parameter 'timeout' must be a positive integer of microseconds")
+        if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+            raise InvalidInput("parameter 'timeout' must be a non-negative integer of microseconds")
+        if timeout_us == 0:  # no timeout of its own (Triton's meaning): the tier's target holds
+            return TierChoice(tier, tier.target_s)
         return TierChoice(tier, timeout_us / 1e6, client_timeout=True)
 
     @classmethod
