@@ -12,7 +12,14 @@ from tierserve import __version__
 from tierserve.engine.engine import Engine
 from tierserve.errors import ModelNotFound, Unavailable
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "system_shared_memory",
+]
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -64,13 +71,17 @@ def model_config(engine: Engine, model_name: str, model_version: str | None) -> 
         dims = list(spec.shape[1:] if batching else spec.shape)
         return {"name": spec.name, "data_type": spec.datatype.triton_name, "dims": dims}
 
+    def output(spec: Any) -> dict[str, Any]:
+        label_file = config.label_files.get(spec.name)
+        return {**tensor(spec), "label_filename": label_file} if label_file else tensor(spec)
+
     doc: dict[str, Any] = {
         "name": model_name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
         "max_batch_size": deployment.max_batch_size,
         "input": [tensor(spec) for spec in deployment.signature.inputs],
-        "output": [tensor(spec) for spec in deployment.signature.outputs],
+        "output": [output(spec) for spec in deployment.signature.outputs],
         "instance_group": [
             {
                 "name": f"{model_name}_{pool}",

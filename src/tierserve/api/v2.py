@@ -6,7 +6,6 @@ Routes only decode, call the engine, and encode; see ``tierserve.engine`` for th
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -17,10 +16,14 @@ from starlette.routing import Route
 from tierserve.api import documents
 from tierserve.api.body import read_body
 from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
+from tierserve.api.compression import compress_response, read_decoded_body
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
 from tierserve.api.early import reject_early
-from tierserve.api.responses import json_response
-from tierserve.errors import InvalidInput, ModelNotFound
+from tierserve.api.model_control import load_model, load_parameters
+from tierserve.api.outputs import finish_outputs
+from tierserve.api.raw_binary import decode_raw_request
+from tierserve.api.responses import error_docs, json_response
+from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
 from tierserve.security import access
 from tierserve.security.access import apply_key_tier, audited, guarded
@@ -53,19 +56,7 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
-_ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the V2 error body at these statuses (every status a route can answer
-    is documented: the schemathesis suite checks it)."""
-    return {
-        code: {
-            "description": HTTPStatus(code).phrase,
-            "content": {"application/json": {"schema": _ERROR_SCHEMA}},
-        }
-        for code in codes
-    }
+_errors = error_docs
 
 
 def _state(request: Request) -> AppState:
@@ -178,22 +169,26 @@ HOT_ROUTES = [
     tags=["inference"],
     openapi_extra=_INFER_DOC,
     dependencies=access.INFER,
-    responses=_errors(400, 404, 413, 500, 503),
+    responses=_errors(400, 404, 413, 415, 500, 503),
 )
 @router.post(
     INFER_PATHS[1],
     tags=["inference"],
     openapi_extra=_INFER_DOC,
     dependencies=access.INFER,
-    responses=_errors(400, 404, 413, 500, 503),
+    responses=_errors(400, 404, 413, 415, 500, 503),
 )
 async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
     state = _state(request)
     arrival = state.engine.clock()  # the deadline counts from here
     deployment = state.engine.deployment(model_name, model_version)  # unknown model: 404 before the body
-    body = await read_body(request, state.settings.max_body_bytes)
-    reject_early(request, state.engine, deployment, body, request.headers.get(HEADER_LENGTH), arrival)
-    decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    body = await read_decoded_body(request, state.settings.max_body_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    reject_early(request, state.engine, deployment, body, header_length, arrival)
+    if header_length is not None and header_length.strip() == "0":  # Triton's raw binary request
+        decoded = decode_raw_request(body, deployment.signature, deployment.max_batch_size, model_name)
+    else:
+        decoded = decode_request(body, header_length, state.shared_memory)
     decoded.arrival = arrival
     decoded.tier = request.headers.get("x-tier")
     apply_key_tier(request, decoded)  # the API key's tier when the request names none
@@ -202,7 +197,15 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
         response = await unless_disconnected(request, state.engine.infer(deployment, decoded))
     except ClientDisconnected:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
-    content, headers = encode_response(response)
+    placed = finish_outputs(
+        decoded,
+        response,
+        batching=deployment.max_batch_size > 0,
+        labels=state.engine.config(model_name).labels,
+        regions=state.shared_memory,
+    )
+    content, headers = encode_response(response, placed)
+    content, headers = compress_response(content, headers, request.headers.get("accept-encoding"))
     return Response(content, headers=headers)
 
 
@@ -232,14 +235,15 @@ async def repository_index(request: Request) -> Response:
     responses=_errors(400, 404, 413),
 )
 async def repository_load(request: Request, model_name: str) -> Response:
-    options = parse_json_object(await read_body(request, 1 << 20), "load")
-    if options.get("parameters"):
-        raise InvalidInput("load parameters (config or file overrides) are not supported; edit config.yaml")
-    engine = _state(request).engine
+    state = _state(request)
+    options = parse_json_object(await read_body(request, state.settings.max_body_bytes), "load")
+    triton_config, files = load_parameters(options)  # Triton's config and file: overrides
+    engine = state.engine
     async with audited(request, "model.load", model_name):
-        if model_name not in engine.repository.model_names():
+        if not files and model_name not in engine.repository.model_names():
             raise ModelNotFound(model_name)
-        await asyncio.to_thread(engine.load, model_name)
+        uploads = state.settings.state_dir / "uploads"
+        await asyncio.to_thread(load_model, engine, model_name, triton_config, files, uploads)
     return json_response({})
 
 

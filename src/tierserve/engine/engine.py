@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tierserve.backends.base import Backend
+from tierserve.backends.declared import DeclaredView
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.budgets.policy import BudgetBook, Verdict
 from tierserve.engine.budgeting import Budgeting
@@ -206,6 +207,9 @@ class Engine:
             )
         if config.default_tier is not None:
             self.tiers.get(config.default_tier)  # an unknown default tier fails the load, not each request
+        declared = None
+        if config.inputs or config.outputs:  # config.pbtxt's inputs/outputs: what clients see
+            declared = DeclaredView(signature, config, max_batch_size > 0, name)
         stats = self._stats.setdefault((name, version), ModelStats())
         deployment = Deployment(name, version, {}, stats)
         try:
@@ -213,6 +217,8 @@ class Engine:
                 backends = self._pool_backends(pool, path, config, reference, cores, deployment)
                 if not backends:
                     continue
+                if declared is not None:
+                    backends = declared.wrap(backends)
                 estimator = ServiceTimeEstimator()
                 profile_file = profile_path(self.profiles_dir, name, version, pool.name)
                 profile = load_profile(profile_file).batches if profile_file.is_file() else None
@@ -383,11 +389,12 @@ class Engine:
 
     def choose_tier(self, model: str, request: InferRequest) -> TierChoice:
         params = request.parameters
+        config = self.config(model)
         return self.tiers.resolve(
             name=params.get("tier", request.tier),
-            priority=params.get("priority"),
-            timeout_us=params.get("timeout"),
-            default=self.config(model).default_tier,
+            priority=params.get("priority") or config.default_priority_level,
+            timeout_us=params.get("timeout") or config.default_timeout_us,
+            default=config.default_tier,
         )
 
     def clock(self) -> float:

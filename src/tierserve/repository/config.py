@@ -21,6 +21,13 @@ Every key is optional::
       shared: false           # true: one cache for every tenant (the model's answers are not private)
     embedding: {tokenizer: tokenizer.json, max_length: 256}  # text in: /v1/embeddings, collections
     reranker: {tokenizer: tokenizer.json, max_length: 256}   # a cross-encoder (see textmodel.py)
+    label_files:              # per output, a file of class labels (one a line) for classification
+      probabilities: labels.txt
+    default_priority_level: 2 # Triton's priority level of requests that name no tier or priority
+    default_timeout_us: 0     # Triton's timeout of requests that name none (0: the tier's target)
+
+A Triton ``config.pbtxt`` beside it is read too (see ``tierserve.repository.pbtxt``); where both set
+a key, ``config.yaml`` wins.
 """
 
 from __future__ import annotations
@@ -127,6 +134,17 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class DeclaredTensor:
+    """An input or output as a Triton configuration declares it: ``dims`` without the batch
+    dimension when the model batches; ``reshape`` is the shape the model itself takes or gives."""
+
+    name: str
+    datatype: str  # the V2 name, e.g. "FP32"
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     max_batch_size: int | None = None
     max_queue_delay_ms: float = 0.0
@@ -141,6 +159,13 @@ class ModelConfig:
     cache: CacheSettings | None = None  # None: this model's answers are never cached
     embedding: TextModelConfig | None = None  # the model embeds text (tokenizer, length, output)
     reranker: TextModelConfig | None = None  # the model scores (query, document) pairs
+    label_files: dict[str, str] = field(default_factory=dict)  # output -> file in the model's directory
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # read from label_files on load
+    default_priority_level: int | None = None
+    default_timeout_us: int | None = None
+    # From config.pbtxt (or a load request's config): the signature clients see; empty: the graph's.
+    inputs: tuple[DeclaredTensor, ...] = ()
+    outputs: tuple[DeclaredTensor, ...] = ()
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
@@ -158,6 +183,9 @@ class ModelConfig:
             "cache",
             "embedding",
             "reranker",
+            "label_files",
+            "default_priority_level",
+            "default_timeout_us",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -176,6 +204,9 @@ class ModelConfig:
             cache=CacheSettings.parse(raw.get("cache"), source=source),
             embedding=TextModelConfig.parse(raw.get("embedding"), section="embedding", source=source),
             reranker=TextModelConfig.parse(raw.get("reranker"), section="reranker", source=source),
+            label_files=_names(raw, "label_files", source=source),
+            default_priority_level=_opt_int(raw, "default_priority_level", minimum=1, source=source),
+            default_timeout_us=_opt_int(raw, "default_timeout_us", minimum=0, source=source),
         )
         if config.max_queue_delay_ms < 0:
             raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")
@@ -183,15 +214,20 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
-        if not path.is_file():
-            return cls()
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, Mapping):
-            raise InvalidInput(f"{path}: expected a mapping of settings")
-        return cls.from_mapping(raw, source=str(path))
+        return cls.from_mapping(read_settings(path), source=str(path))
+
+
+def read_settings(path: Path) -> Mapping[str, Any]:
+    """The settings of a ``config.yaml`` (none when there is no such file)."""
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{path}: expected a mapping of settings")
+    return raw
 
 
 def _number(raw: Mapping[str, Any], key: str, default: float, *, source: str) -> float:
@@ -231,3 +267,10 @@ def _shapes(raw: Mapping[str, Any], key: str, *, source: str) -> dict[str, tuple
     if not ok:
         raise InvalidInput(f"{source}: {key} must map input names to lists of positive integers")
     return {str(name): tuple(dims) for name, dims in value.items()}
+
+
+def _names(raw: Mapping[str, Any], key: str, *, source: str) -> dict[str, str]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(f"{source}: {key} must map output names to file names")
+    return {str(name): file for name, file in value.items()}
