@@ -8,6 +8,7 @@ import signal
 import uvicorn
 
 from tierserve.api.app import create_app
+from tierserve.api.hot import HotPath
 from tierserve.config import ServerSettings
 
 
@@ -16,7 +17,7 @@ def run(settings: ServerSettings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = uvicorn.Config(
-        create_app(settings),
+        HotPath(create_app(settings)),  # inference requests skip FastAPI's middleware and router
         host=settings.host,
         port=settings.port,
         loop="uvloop",
