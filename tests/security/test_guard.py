@@ -7,8 +7,7 @@ import time
 import pytest
 
 from security.tokens import SECRET, hs256
-from tierserve.errors import RateLimited
-from tierserve.security.errors import Forbidden, Unauthorized
+from tierserve.errors import Forbidden, RateLimited, Unauthorized
 from tierserve.security.guard import Guard, RequestNote, auth_required, is_loopback
 from tierserve.security.keys import KeyRecord, new_key
 from tierserve.security.ratelimit import MemoryLimiter

@@ -10,8 +10,7 @@ import jwt
 import pytest
 
 from security.tokens import SECRET, hs256, rs256, rsa_key, write_jwks, write_public_pem
-from tierserve.errors import InvalidInput
-from tierserve.security.errors import Unauthorized
+from tierserve.errors import InvalidInput, Unauthorized
 from tierserve.security.rates import Window
 from tierserve.security.roles import Role
 from tierserve.security.tokens import JwtSettings, TokenVerifier

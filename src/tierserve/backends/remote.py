@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from tierserve.datatypes import from_name
-from tierserve.errors import InferenceFailed
+from tierserve.errors import InferenceFailed, Unavailable
 from tierserve.repository.signature import Signature
 from tierserve.router.breaker import BreakerState, CircuitBreaker
 from tierserve.wire import tensor_from_bytes, tensor_to_bytes
@@ -35,18 +35,16 @@ T = TypeVar("T")
 HEALTH_INTERVAL_S = 2.0
 
 
-class RemoteUnavailable(InferenceFailed):
-    """The peer could not be reached or answered with a server error: worth retrying elsewhere."""
+class RemoteUnavailable(Unavailable):
+    """The peer could not be reached or answered with a server error: worth retrying elsewhere, and
+    counted against the pool's circuit breaker."""
 
-    status_code = 503
+    blames_backend = True
 
 
-class NotRepresentable(InferenceFailed):
+class NotRepresentable(Unavailable):
     """The batch cannot travel to this peer as JSON (infinities, bytes that are not UTF-8): it goes
     to another pool, and the peer is not blamed for it."""
-
-    status_code = 503
-    blames_backend = False
 
 
 @dataclass

@@ -484,7 +484,7 @@ class Engine:
             try:
                 outputs = await self._await(runner.submit(prepared.feeds, prepared.batch_key, t), t)
             except (InferenceFailed, Unavailable) as exc:
-                if isinstance(exc, InferenceFailed) and exc.blames_backend:
+                if exc.blames_backend:
                     runner.breaker.record_failure(self._clock())
                 failed.add(runner.pool.name)
                 if len(failed) == len(deployment.runners):

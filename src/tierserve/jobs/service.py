@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tierserve.config import ServerSettings
 from tierserve.engine.engine import Engine
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import InvalidInput, NotFound, TierserveError, Unprocessable
 from tierserve.jobs.events import JobEvents
 from tierserve.jobs.job import Job, JobSummary, Page
 from tierserve.jobs.states import JobStatus, RetryPolicy, conflict
@@ -61,7 +61,7 @@ class JobSettings:
 
 
 def job_not_found(job_id: str) -> TierserveError:
-    return TierserveError(f"unknown job '{job_id}'", status_code=404)
+    return NotFound(f"unknown job '{job_id}'")
 
 
 class JobService:
@@ -164,9 +164,8 @@ class JobService:
         if created:
             self.workers.wake()
         elif job.fingerprint != spec.fingerprint:
-            raise InvalidInput(
-                f"Idempotency-Key '{idempotency_key}' was used for a different request (job '{job.id}')",
-                status_code=422,
+            raise Unprocessable(
+                f"Idempotency-Key '{idempotency_key}' was used for a different request (job '{job.id}')"
             )
         return job, created
 

@@ -19,7 +19,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tierserve.errors import TierserveError
+from tierserve.errors import Conflict, TierserveError
 
 
 class JobStatus(enum.StrEnum):
@@ -56,7 +56,7 @@ def can_transition(source: JobStatus, target: JobStatus) -> bool:
 
 def conflict(job_id: str, status: JobStatus, action: str, allowed: JobStatus) -> TierserveError:
     """The 409 for an action that the job's status does not allow."""
-    return TierserveError(f"job '{job_id}' is {status}; only {allowed} jobs can be {action}", status_code=409)
+    return Conflict(f"job '{job_id}' is {status}; only {allowed} jobs can be {action}")
 
 
 @dataclass(frozen=True)

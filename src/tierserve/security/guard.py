@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tierserve.errors import RateLimited
-from tierserve.security.errors import Forbidden, Unauthorized
+from tierserve.errors import Forbidden, RateLimited, Unauthorized
 from tierserve.security.identity import Identity
 from tierserve.security.keys import KEY_PREFIX, KeyRecord, hash_key
 from tierserve.security.ratelimit import Limiter

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import InvalidInput, NotFound
 from tierserve.security.keys import KeyRecord, new_key
 from tierserve.security.rates import NO_LIMITS, Limits
 from tierserve.security.records import ADMIN, AuditRecord
@@ -68,7 +68,7 @@ async def revoke_key(store: SecurityStore, key_id: str, *, now: float) -> KeyRec
     """Revoke a key (revoking twice is not an error); 404 when there is no such key."""
     record = await store.revoke_key(key_id, now)
     if record is None:
-        raise TierserveError(f"unknown API key '{key_id}'", status_code=404)
+        raise NotFound(f"unknown API key '{key_id}'")
     return record
 
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import jwt
 
-from tierserve.errors import InvalidInput, TierserveError
-from tierserve.security.errors import Unauthorized
+from tierserve.errors import InvalidInput, TierserveError, Unauthorized
 from tierserve.security.identity import Identity
 from tierserve.security.rates import Limits
 from tierserve.security.roles import Role
