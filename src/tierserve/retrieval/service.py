@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import InvalidInput, NotFound, TierserveError
 from tierserve.retrieval import filters
 from tierserve.retrieval.collection import Collection, Hit, NewItem
 from tierserve.retrieval.embeddings import EmbeddingService
@@ -197,7 +197,7 @@ class CollectionService:
     def get(self, tenant: str, name: str, key: str) -> dict[str, Any]:
         found = self.find(tenant, name).get([key])
         if not found:
-            raise InvalidInput(f"no item '{key}' in collection '{name}'", status_code=404)
+            raise NotFound(f"no item '{key}' in collection '{name}'")
         return found[0]
 
     async def search(self, tenant: str, name: str, body: Mapping[str, Any], hint: TierHint) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tierserve.errors import InvalidInput
+from tierserve.errors import Conflict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -102,7 +102,7 @@ class CollectionStore:
                     (tenant, name, dimension, metric, precision, model, time.time()),
                 )
             except sqlite3.IntegrityError:
-                raise InvalidInput(f"collection '{name}' already exists", status_code=409) from None
+                raise Conflict(f"collection '{name}' already exists") from None
         record = self.find(tenant, name)
         assert record is not None and record.id == cursor.lastrowid
         return record
