@@ -104,6 +104,18 @@ async def test_a_lease_takes_due_jobs_in_order_up_to_the_limit(store: JobStore) 
     assert [x.job.id for x in await store.lease("w2", 10, T0 + 20, VISIBILITY)] == [later.id]
 
 
+async def test_due_jobs_are_leased_by_tier_priority_then_age(store: JobStore) -> None:
+    bronze = [(await store.submit(spec(priority=2), T0 + i))[0].id for i in range(150)]
+    gold, _ = await store.submit(spec(tier="gold", priority=0, time_limit_s=2.5), T0 + 200)
+    silver, _ = await store.submit(spec(tier="silver", priority=1), T0 + 201)
+    first = await store.lease("w1", 3, T0 + 300, VISIBILITY)
+    assert [x.job.id for x in first] == [gold.id, silver.id, bronze[0]]
+    assert first[0].job.priority == 0 and first[0].job.time_limit_s == 2.5
+    assert first[2].job.priority == 2 and first[2].job.time_limit_s is None
+    rest = await store.lease("w1", 200, T0 + 300, VISIBILITY)
+    assert [x.job.id for x in rest] == bronze[1:]  # oldest first within a tier
+
+
 async def test_a_lease_respects_the_limit(store: JobStore) -> None:
     await submit(store, 5)
     first = await store.lease("w1", 2, T0, VISIBILITY)

@@ -14,6 +14,7 @@ from tierserve.examples.basic import build_simple
 from tierserve.jobs.submission import MAX_ATTEMPTS_LIMIT, SubmitDefaults, build_spec
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
+from tierserve.scheduler.tiers import TierTable
 
 DEFAULTS = SubmitDefaults(max_attempts=3)
 
@@ -53,6 +54,31 @@ def test_tier_version_and_attempts_come_from_the_body(engine: Engine) -> None:
     assert (spec.tier, spec.version, spec.max_attempts) == ("gold", "1", 7)
     from_parameters = build_spec(body(parameters={"tier": "silver"}), None, engine, DEFAULTS)
     assert from_parameters.tier == "silver"
+
+
+def test_a_job_carries_its_tiers_priority_and_a_time_limit(engine: Engine) -> None:
+    gold = build_spec(body(tier="gold", time_limit_s=2.5), None, engine, DEFAULTS)
+    assert (gold.priority, gold.time_limit_s) == (0, 2.5)
+    bronze = build_spec(body(), None, engine, DEFAULTS)
+    assert (bronze.priority, bronze.time_limit_s) == (2, None)  # the default tiers set no limit
+    for wrong in (0, -1, "10", True, 1e9):
+        with pytest.raises(InvalidInput, match="time_limit_s"):
+            build_spec(body(time_limit_s=wrong), None, engine, DEFAULTS)
+
+
+def test_a_tier_sets_the_default_time_limit_of_its_jobs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tiers = TierTable.from_config(
+        {"tiers": [{"name": "batch", "target_ms": 1000, "priority": 0, "job_time_limit_ms": 30000}]}
+    )
+    repo = tmp_path_factory.mktemp("repo-limits")
+    build_simple(repo / "simple" / "1" / "model.onnx")
+    limited = Engine(ModelRepository(repo), Metrics(), tiers)
+    limited.load_all()
+    try:
+        assert build_spec(body(tier="batch"), None, limited, DEFAULTS).time_limit_s == 30.0
+        assert build_spec(body(tier="batch", time_limit_s=5), None, limited, DEFAULTS).time_limit_s == 5.0
+    finally:
+        limited.stop()
 
 
 @pytest.mark.parametrize(

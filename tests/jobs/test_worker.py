@@ -243,3 +243,32 @@ async def test_a_lost_lease_stops_the_job_here(store: SqliteJobStore) -> None:
         await pool.stop()
     job = await store.get(job_id)
     assert job is not None and job.status is JobStatus.RUNNING and job.lease_token == taken.token
+
+
+async def test_an_attempt_past_its_time_limit_fails_as_timed_out_and_follows_the_retry_rules(
+    store: SqliteJobStore,
+) -> None:
+    engine = FakeEngine(hold=asyncio.Event())  # never finishes on its own
+    pool = workers(store, engine)
+    try:
+        spec = JobSpec(str(uuid.uuid4()), "m", None, "gold", 2, BODY, time_limit_s=0.05)
+        job, _ = await store.submit(spec, time.time())
+        job = await settle(store, job.id)
+    finally:
+        await pool.stop()
+    assert (job.status, job.attempts) == (JobStatus.DEAD, 2)  # retried once, then a dead letter
+    assert job.last_error is not None and "time limit of 0.05 s" in job.last_error
+    assert engine.cancelled.is_set()  # the request of a timed-out attempt is cancelled
+
+
+async def test_a_gold_job_submitted_after_many_bronze_ones_runs_first(store: SqliteJobStore) -> None:
+    for i in range(30):
+        await store.submit(JobSpec(f"bronze-{i}", "m", None, "bronze", 1, BODY, priority=2), time.time())
+    await store.submit(JobSpec("gold", "m", None, "gold", 1, BODY, priority=0), time.time())
+    engine = FakeEngine()
+    pool = workers(store, engine, concurrency=1)
+    try:
+        await settle(store, "bronze-29")
+    finally:
+        await pool.stop()
+    assert engine.tiers[0] == "gold" and engine.tiers.count("bronze") == 30

@@ -62,6 +62,7 @@ class JobView(BaseModel):
     status: JobStatus
     attempts: int
     max_attempts: int
+    time_limit_s: float | None = None  # per attempt; past it the attempt fails as timed out
     created_at: str
     updated_at: str
     started_at: str | None
@@ -107,6 +108,7 @@ _SUBMIT_DOC: dict[str, Any] = {
                         "version": {"type": "string"},
                         "tier": {"type": "string", "default": "bronze"},
                         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "time_limit_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
                         "id": {"type": "string"},
                         "parameters": {"type": "object"},
                         "inputs": {"type": "array", "description": "V2 inputs (JSON tensor data)"},
@@ -293,6 +295,8 @@ def job_doc(job: Job) -> dict[str, Any]:
         doc["expires_at"] = _time(job.expires_at)
     if job.idempotency_key is not None:
         doc["idempotency_key"] = job.client_idempotency_key
+    if job.time_limit_s is not None:
+        doc["time_limit_s"] = job.time_limit_s
     if job.result is not None:
         doc["result"] = orjson.Fragment(job.result)  # stored as the V2 JSON; not parsed again
     return doc

@@ -20,6 +20,8 @@ class JobSpec:
     idempotency_key: str | None = None
     fingerprint: str = ""  # of what the client asked for: a reused idempotency key must match it
     tenant: str | None = None  # the owner (None: submitted while authentication was off)
+    priority: int = 0  # its tier's: due jobs are leased by priority, then age
+    time_limit_s: float | None = None  # an attempt running longer fails as timed out (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Job:
     body: bytes | None = None  # only where asked for (the worker needs it; listings do not)
     result: bytes | None = None  # V2 response JSON, once succeeded; only where asked for
     tenant: str | None = None  # the owner; its idempotency keys are stored as "<tenant>/<key>"
+    priority: int = 0  # its tier's priority when submitted (lower is leased first)
+    time_limit_s: float | None = None  # per attempt; None: no limit
 
     @property
     def client_idempotency_key(self) -> str | None:

@@ -21,7 +21,7 @@ from tierserve.jobs.group_commit import GroupCommit
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import SUMMARY_QUERY, finish_params, list_filter, summary_from_rows
+from tierserve.jobs.store import SUMMARY_QUERY, finish_params, lease_order, list_filter, summary_from_rows
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -50,18 +50,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BYTEA
 );
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tenant TEXT;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS time_limit_s DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (status, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 """
 
 _INSERT_MANY = (
     "INSERT INTO jobs (id, idempotency_key, fingerprint, model, version, tier, status, max_attempts, "
-    "created_at, updated_at, run_at, body, tenant) VALUES {values} "
+    "created_at, updated_at, run_at, body, tenant, priority, time_limit_s) VALUES {values} "
     f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {SUMMARY_COLUMNS}"
 )
 _QUALIFIED_WITH_BODY = ", ".join(f"jobs.{column.strip()}" for column in WITH_BODY.split(","))
 _LEASE = (
-    "WITH picked AS (SELECT seq FROM jobs WHERE status = %s AND run_at <= %s ORDER BY run_at, seq "
+    "WITH picked AS (SELECT seq FROM jobs WHERE status = %s AND run_at <= %s ORDER BY priority, seq "
     "LIMIT %s FOR UPDATE SKIP LOCKED) "
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = %s, lease_token = %s, "
     "run_at = %s, started_at = coalesce(started_at, %s), updated_at = %s "
@@ -114,11 +117,13 @@ class PostgresJobStore:
         self, batch: Sequence[tuple[JobSpec, float]]
     ) -> list[tuple[Job, bool] | BaseException]:
         """One INSERT of many rows: one round trip and one commit (one WAL flush) for the batch."""
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s)"] * len(batch))
+        row = "(%s, %s, %s, %s, %s, %s, 'queued', " + ", ".join(["%s"] * 8) + ")"
+        values = ", ".join([row] * len(batch))
         params: list[Any] = []
         for spec, now in batch:
             params += [spec.id, spec.idempotency_key, spec.fingerprint, spec.model, spec.version]
             params += [spec.tier, spec.max_attempts, now, now, now, spec.body, spec.tenant]
+            params += [spec.priority, spec.time_limit_s]
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_INSERT_MANY.format(values=values), params)
             stored = {row[1]: job_from_row(row) for row in await cursor.fetchall()}
@@ -168,7 +173,7 @@ class PostgresJobStore:
         token = uuid.uuid4().hex
         leased: list[Lease] = []
         async with self._pool.connection() as conn, conn.transaction():
-            # Expired leases first (those jobs waited longest), then queued jobs in order of readiness.
+            # Expired leases first (those jobs waited longest), then queued jobs; by priority, then age.
             for status in (JobStatus.RUNNING, JobStatus.QUEUED):
                 wanted = limit - len(leased)
                 if wanted <= 0:
@@ -176,7 +181,8 @@ class PostgresJobStore:
                 cursor = await conn.execute(
                     _LEASE, (status.value, now, wanted, owner, token, now + visibility_s, now, now)
                 )
-                leased.extend(Lease(job_from_row(row, body=True), token) for row in await cursor.fetchall())
+                rows = await cursor.fetchall()
+                leased.extend(lease_order(Lease(job_from_row(row, body=True), token) for row in rows))
         return leased
 
     async def heartbeat(self, leases: Sequence[Lease], until: float) -> set[str]:

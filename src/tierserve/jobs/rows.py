@@ -10,7 +10,8 @@ from tierserve.jobs.states import JobStatus
 
 SUMMARY_COLUMNS = (
     "seq, id, model, version, tier, status, attempts, max_attempts, created_at, updated_at, run_at, "
-    "started_at, finished_at, last_error, idempotency_key, fingerprint, lease_token, expires_at, tenant"
+    "started_at, finished_at, last_error, idempotency_key, fingerprint, lease_token, expires_at, tenant, "
+    "priority, time_limit_s"
 )
 _SUMMARY_COUNT = SUMMARY_COLUMNS.count(",") + 1
 WITH_BODY = SUMMARY_COLUMNS + ", body"
@@ -40,6 +41,8 @@ def job_from_row(row: Sequence[Any], *, body: bool = False, result: bool = False
         lease_token=row[16],
         expires_at=_float(row[17]),
         tenant=row[18],
+        priority=int(row[19]),
+        time_limit_s=_float(row[20]),
         body=bytes(extra) if body and extra is not None else None,
         result=bytes(extra) if result and extra is not None else None,
     )

@@ -30,7 +30,7 @@ from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import SUMMARY_QUERY, finish_params, list_filter, summary_from_rows
+from tierserve.jobs.store import SUMMARY_QUERY, finish_params, lease_order, list_filter, summary_from_rows
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_at REAL,
     body BLOB NOT NULL,
     result BLOB,
-    tenant TEXT
+    tenant TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    time_limit_s REAL
 );
 -- Partial: jobs without a key (most) cost no index write.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)
@@ -69,19 +71,22 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 """
+# After the columns that stores made by earlier versions lack have been added (see ``open``).
+_LEASE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (status, priority, seq)"
 
 _INSERT = (
     "INSERT INTO jobs (id, idempotency_key, fingerprint, model, version, tier, status, max_attempts, "
-    "created_at, updated_at, run_at, body, tenant) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) "
+    "created_at, updated_at, run_at, body, tenant, priority, time_limit_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     f"RETURNING {SUMMARY_COLUMNS}"
 )
 _ANY_DUE = "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND run_at <= ? LIMIT 1"
-# Expired leases first (those jobs waited longest), then queued jobs in order of readiness.
+# Expired leases first (those jobs waited longest), then queued jobs; each by tier priority, then age.
 _LEASE = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_token = ?, "
     "run_at = ?, started_at = coalesce(started_at, ?), updated_at = ? "
-    "WHERE seq IN (SELECT seq FROM jobs WHERE status = ? AND run_at <= ? ORDER BY run_at, seq LIMIT ?) "
+    "WHERE seq IN (SELECT seq FROM jobs WHERE status = ? AND run_at <= ? ORDER BY priority, seq LIMIT ?) "
     f"RETURNING {WITH_BODY}"
 )
 _FINISH = (
@@ -114,8 +119,11 @@ class SqliteJobStore:
         self._db.execute("PRAGMA wal_autocheckpoint = 0")  # the side thread checkpoints instead
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "tenant" not in columns:  # a store made before jobs had owners
-            self._db.execute("ALTER TABLE jobs ADD COLUMN tenant TEXT")
+        added = {"tenant": "TEXT", "priority": "INTEGER NOT NULL DEFAULT 0", "time_limit_s": "REAL"}
+        for column, kind in added.items():
+            if column not in columns:  # a store made before jobs had owners, priorities or limits
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        self._db.execute(_LEASE_INDEX)
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-sqlite")
         await self._on_side(self._open_side)
         self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="jobs-sqlite-checkpoint")
@@ -223,6 +231,8 @@ class SqliteJobStore:
                 now,
                 spec.body,
                 spec.tenant,
+                spec.priority,
+                spec.time_limit_s,
             ),
         ).fetchone()
         if row is not None:
@@ -288,7 +298,7 @@ class SqliteJobStore:
             rows = db.execute(
                 _LEASE, (owner, token, now + visibility_s, now, now, status.value, now, wanted)
             ).fetchall()
-            leased.extend(Lease(job_from_row(row, body=True), token) for row in rows)
+            leased.extend(lease_order(Lease(job_from_row(row, body=True), token) for row in rows))
         return leased
 
     async def heartbeat(self, leases: Sequence[Lease], until: float) -> set[str]:

@@ -7,7 +7,7 @@ wall-clock seconds (see ``tierserve.jobs.states``); the caller passes ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,6 +101,12 @@ def finish_params(
     run_at = decision.run_at if decision.run_at is not None else now
     finished = (now, now + ttl_s) if final else (None, None)
     return (decision.status.value, run_at, decision.error, result, *finished, now, lease.job.id, lease.token)
+
+
+def lease_order(leases: Iterable[Lease]) -> list[Lease]:
+    """Leased jobs as the workers should start them: by tier priority, then age (an UPDATE ...
+    RETURNING gives its rows in no particular order)."""
+    return sorted(leases, key=lambda lease: (lease.job.priority, lease.job.seq))
 
 
 def list_filter(

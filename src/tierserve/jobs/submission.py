@@ -16,6 +16,7 @@ from tierserve.jobs.job import JobSpec
 
 DEFAULT_TIER = "bronze"
 MAX_ATTEMPTS_LIMIT = 100
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 MAX_KEY_LENGTH = 255
 
 
@@ -34,8 +35,9 @@ def build_spec(
     default_tier: str | None = None,
 ) -> JobSpec:
     """A job from a ``POST /v1/jobs`` body: a V2 inference request plus ``model``, optional
-    ``version``, ``tier`` and ``max_attempts``, owned by ``tenant``; ``default_tier`` (the API key's)
-    when it names no tier. Raises InvalidInput (400) or ModelNotFound (404)."""
+    ``version``, ``tier``, ``max_attempts`` and ``time_limit_s`` (per attempt; default: the tier's
+    ``job_time_limit_ms``), owned by ``tenant``; ``default_tier`` (the API key's) when it names no
+    tier. Raises InvalidInput (400) or ModelNotFound (404)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -53,6 +55,8 @@ def build_spec(
     prepare(deployment.signature, deployment.max_batch_size, request, model)
     tier = _tier(doc, request.parameters, engine, default_tier)
     max_attempts = _max_attempts(doc.get("max_attempts"), defaults.max_attempts)
+    tier_spec = engine.tiers.get(tier)
+    time_limit = _time_limit(doc.get("time_limit_s"), tier_spec.job_time_limit_s)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
     return JobSpec(
@@ -66,6 +70,8 @@ def build_spec(
         idempotency_key=f"{tenant}/{idempotency_key}" if tenant and idempotency_key else idempotency_key,
         fingerprint="" if idempotency_key is None else fingerprint(doc),
         tenant=tenant,
+        priority=tier_spec.priority,
+        time_limit_s=time_limit,
     )
 
 
@@ -91,6 +97,16 @@ def _tier(doc: dict[str, Any], parameters: dict[str, Any], engine: Engine, defau
     if not isinstance(name, str):
         raise InvalidInput("'tier' must be a string")
     return engine.tiers.get(name).name
+
+
+def _time_limit(raw: object, default: float | None) -> float | None:
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= MAX_TIME_LIMIT_S:
+        raise InvalidInput(
+            f"'time_limit_s' must be a number of seconds above 0, at most {MAX_TIME_LIMIT_S:g}"
+        )
+    return float(raw)
 
 
 def _max_attempts(raw: object, default: int) -> int:

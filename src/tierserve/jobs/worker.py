@@ -148,8 +148,13 @@ class JobWorkers:
         decision = on_lease(job.attempts, job.max_attempts)
         if decision is None:
             try:
-                result = await self._infer(lease)
+                result = await asyncio.wait_for(self._infer(lease), job.time_limit_s)
                 decision = Decision(JobStatus.SUCCEEDED)
+            except TimeoutError:  # its request was cancelled: withdrawn from the queue if still there
+                limit = f"time limit of {job.time_limit_s:g} s"
+                decision = self._after(
+                    lease, Failure(f"attempt timed out: it ran past its {limit}", retryable=True)
+                )
             except TierserveError as exc:
                 decision = self._after(lease, _failure(exc))
             except Exception as exc:

@@ -33,6 +33,7 @@ class Tier:
     priority: int  # lower runs first
     miss_policy: MissPolicy
     approximate: bool = False  # may be served by approximate variants (e.g. int8) when cheaper
+    job_time_limit_s: float | None = None  # durable jobs of this tier: the default limit per attempt
 
     @property
     def rejects_late(self) -> bool:
@@ -45,6 +46,7 @@ class Tier:
             "priority": self.priority,
             "miss_policy": str(self.miss_policy),
             "approximate": self.approximate,
+            "job_time_limit_ms": None if self.job_time_limit_s is None else self.job_time_limit_s * 1000,
         }
 
 
@@ -139,8 +141,12 @@ def _parse_tier(entry: object) -> Tier:
         approximate = entry.get("approximate", False)
         if not isinstance(approximate, bool):
             raise ValueError("approximate must be true or false")
+        limit_ms = entry.get("job_time_limit_ms")
+        job_limit = None if limit_ms is None else float(limit_ms) / 1000
+        if job_limit is not None and job_limit <= 0:
+            raise ValueError("job_time_limit_ms must be positive")
     except (KeyError, ValueError, TypeError) as exc:
         raise InvalidInput(f"invalid tier {dict(entry)}: {exc}") from None
     if target_ms <= 0:
         raise InvalidInput(f"tier '{name}': target_ms must be positive")
-    return Tier(name, target_ms / 1000, priority, policy, approximate)
+    return Tier(name, target_ms / 1000, priority, policy, approximate, job_limit)
