@@ -12,7 +12,8 @@ import pytest
 
 from jobs import pg
 from tierserve.jobs.job import JobSpec
-from tierserve.jobs.store import SQLITE_FILE, JobStore, open_store
+from tierserve.jobs.store import JobStore, open_store
+from tierserve.storage import JOBS_FILE as SQLITE_FILE
 
 pytestmark = pytest.mark.anyio
 

@@ -11,11 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.states import Decision, JobStatus
-
-SQLITE_FILE = "jobs.db"
+from tierserve.storage import parse_database
 
 
 class JobStore(Protocol):
@@ -125,24 +123,13 @@ def list_filter(
 
 
 def open_store(database: str, state_dir: Path) -> JobStore:
-    """The store named by ``--database``: empty for SQLite in ``state_dir``, ``sqlite:///PATH``,
-    or ``postgresql://...`` (needs the ``postgres`` extra)."""
-    if not database:
-        return _sqlite(state_dir / SQLITE_FILE)
-    if database.startswith("sqlite:///"):
-        return _sqlite(Path(database.removeprefix("sqlite:///")))
-    if database.startswith(("postgresql://", "postgres://")):
-        try:
-            from tierserve.jobs.postgres import PostgresJobStore
-        except ImportError as exc:
-            raise InvalidInput(
-                f"--database {database.split('://')[0]}://... needs psycopg: "
-                f"pip install 'tierserve[postgres]' ({exc})"
-            ) from None
-        return PostgresJobStore(database)
-    raise InvalidInput(
-        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
-    )
+    """The store named by ``--database`` (see ``tierserve.storage``)."""
+    where = parse_database(database, state_dir)
+    if where.postgres_url is not None:
+        from tierserve.jobs.postgres import PostgresJobStore
+
+        return PostgresJobStore(where.postgres_url)
+    return _sqlite(where.jobs_file)
 
 
 def _sqlite(path: Path) -> JobStore:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tierserve.errors import InvalidInput
 from tierserve.security.keys import KeyRecord
 from tierserve.security.rates import Limits
 from tierserve.security.records import AuditQuery, AuditRecord
 from tierserve.security.roles import Role
+from tierserve.storage import parse_database
 
 SQLITE_FILE = "security.db"
 
@@ -80,22 +80,13 @@ class SecurityStore(Protocol):
 
 
 def open_security_store(database: str, state_dir: Path) -> SecurityStore:
-    """The store that ``--database`` names (see ``tierserve.jobs.store.open_store``)."""
-    if not database:
-        return _sqlite(state_dir / SQLITE_FILE)
-    if database.startswith("sqlite:///"):
-        return _sqlite(Path(database.removeprefix("sqlite:///")).parent / SQLITE_FILE)
-    if database.startswith(("postgresql://", "postgres://")):
-        try:
-            from tierserve.security.postgres_store import PostgresSecurityStore
-        except ImportError as exc:
-            raise InvalidInput(
-                f"a PostgreSQL --database needs pip install 'tierserve[postgres]' ({exc})"
-            ) from None
-        return PostgresSecurityStore(database)
-    raise InvalidInput(
-        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
-    )
+    """The store that ``--database`` names (see ``tierserve.storage``)."""
+    where = parse_database(database, state_dir)
+    if where.postgres_url is not None:
+        from tierserve.security.postgres_store import PostgresSecurityStore
+
+        return PostgresSecurityStore(where.postgres_url)
+    return _sqlite(where.sqlite_file(SQLITE_FILE))
 
 
 def _sqlite(path: Path) -> SecurityStore:
