@@ -13,7 +13,8 @@ from tierserve.storage import parse_database
 def test_empty_means_sqlite_files_in_the_state_directory(tmp_path: Path) -> None:
     where = parse_database("", tmp_path)
     assert not where.is_postgres
-    assert (where.jobs_file, where.sqlite_file("security.db")) == (tmp_path / "jobs.db", tmp_path / "security.db")
+    assert where.jobs_file == tmp_path / "jobs.db"
+    assert where.sqlite_file("security.db") == tmp_path / "security.db"
 
 
 def test_a_sqlite_path_names_the_job_database_and_the_others_sit_beside_it(tmp_path: Path) -> None:
