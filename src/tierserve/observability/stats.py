@@ -86,6 +86,11 @@ class ModelStats:
         with self._lock:
             self._tiers.setdefault(tier, {}).setdefault(outcome, _Duration()).add(ns)
 
+    def tier_counts(self) -> dict[str, int]:
+        """Requests per tier since start, whatever their outcome (the planner's arrivals)."""
+        with self._lock:
+            return {tier: sum(d.count for d in outcomes.values()) for tier, outcomes in self._tiers.items()}
+
     def as_triton(self, name: str, version: int) -> dict[str, Any]:
         with self._lock:
             return {
