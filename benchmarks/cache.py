@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from serving import (
+from loadgen import (
     CLIENT_ERRORS,
     REQUEST_TIMEOUT_S,
     CpuUse,

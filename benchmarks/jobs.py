@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from serving import CLIENT_ERRORS, HOST, HttpConnection, RequestLog, answers_200, free_port
+from loadgen import CLIENT_ERRORS, HOST, HttpConnection, RequestLog, answers_200, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCIES = (1, 8, 32)

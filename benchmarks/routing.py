@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serving import HOST, infer_request, model_file, model_info, sentence_feeds, tierserve_server
+from loadgen import HOST, infer_request, model_file, model_info, sentence_feeds, tierserve_server
 from tiers import MIX, TIERS, open_loop, print_level, summarise
 
 TIERS_YAML = """tiers:

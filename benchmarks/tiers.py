@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serving import (
+from loadgen import (
     HttpConnection,
     RequestLog,
     closed_loop_worker,
