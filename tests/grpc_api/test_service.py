@@ -3,6 +3,7 @@ generated stubs where a test needs a request the client never builds: typed cont
 
 from __future__ import annotations
 
+import json
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +58,13 @@ def test_health_and_metadata_agree_with_rest(
     assert client.is_model_ready("simple")
     assert not client.is_model_ready("no-such-model")
     server = client.get_server_metadata(as_json=True)
-    assert server == {k: v for k, v in http.get("/v2").json().items() if k in server}
-    assert "model_repository" in server["extensions"]
+    rest_server = http.get("/v2").json()
+    assert {k: v for k, v in server.items() if k != "extensions"} == {
+        k: v for k, v in rest_server.items() if k in server and k != "extensions"
+    }
+    # Shared memory is registered over REST only, so gRPC does not claim it.
+    assert server["extensions"] == [e for e in rest_server["extensions"] if e != "system_shared_memory"]
+    assert "model_repository" in server["extensions"] and "classification" in server["extensions"]
     metadata = client.get_model_metadata("simple", as_json=True)
     rest = http.get("/v2/models/simple").json()
     assert metadata["name"] == "simple" and metadata["versions"] == rest["versions"] == ["1"]
@@ -263,6 +269,41 @@ def test_repository_index_unload_and_load(client: grpcclient.InferenceServerClie
     with pytest.raises(InferenceServerException) as error:
         client.load_model("no-such-model")
     assert status_of(error.value) == "StatusCode.NOT_FOUND"
+
+
+def test_classification_over_grpc(client: grpcclient.InferenceServerClient) -> None:
+    a, b = simple_rows(2, seed=21)
+    inputs = [
+        grpcclient.InferInput("INPUT0", [2, 16], "INT32"),
+        grpcclient.InferInput("INPUT1", [2, 16], "INT32"),
+    ]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    outputs = [grpcclient.InferRequestedOutput("OUTPUT0", class_count=2)]
+    top = client.infer("simple", inputs, outputs=outputs).as_numpy("OUTPUT0")
+    assert top is not None and top.shape == (2, 2)
+    for row, sums in zip(top, a + b, strict=True):
+        first = int(np.argmax(sums))
+        assert row[0].decode() == f"{sums[first]}:{first}"
+
+
+def test_load_with_overrides_over_grpc(client: grpcclient.InferenceServerClient, example_repo: Path) -> None:
+    """Triton's gRPC load parameters: ``config`` as a string, ``file:`` contents as bytes."""
+    model = (example_repo / "identity_fp32" / "1" / "model.onnx").read_bytes()
+    client.load_model(
+        "grpc_uploaded", config=json.dumps({"max_batch_size": 2}), files={"file:1/model.onnx": model}
+    )
+    try:
+        assert client.is_model_ready("grpc_uploaded")
+        assert client.get_model_config("grpc_uploaded", as_json=True)["config"]["max_batch_size"] == 2
+        values = np.arange(4, dtype=np.float32).reshape(2, 2)
+        tensor = grpcclient.InferInput("INPUT0", [2, 2], "FP32")
+        tensor.set_data_from_numpy(values)
+        np.testing.assert_array_equal(client.infer("grpc_uploaded", [tensor]).as_numpy("OUTPUT0"), values)
+    finally:
+        client.unload_model("grpc_uploaded")
+    with pytest.raises(InferenceServerException, match="needs a 'config'"):
+        client.load_model("grpc_uploaded", files={"file:1/model.onnx": model})
 
 
 # -- limits ----------------------------------------------------------------------------------------

@@ -20,11 +20,13 @@ EXTENSIONS = [
     "model_repository",
     "system_shared_memory",
 ]
+# gRPC has no shared-memory RPCs here (REST's /v2/systemsharedmemory only): it does not claim them.
+GRPC_EXTENSIONS = [name for name in EXTENSIONS if name != "system_shared_memory"]
 PLATFORM = "onnxruntime_onnx"
 
 
-def server_metadata() -> dict[str, Any]:
-    return {"name": "tierserve", "version": __version__, "extensions": EXTENSIONS}
+def server_metadata(extensions: list[str] = EXTENSIONS) -> dict[str, Any]:
+    return {"name": "tierserve", "version": __version__, "extensions": extensions}
 
 
 def model_metadata(engine: Engine, model_name: str, model_version: str | None) -> dict[str, Any]:

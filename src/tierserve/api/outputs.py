@@ -20,7 +20,7 @@ def finish_outputs(
     *,
     batching: bool,
     labels: Mapping[str, Sequence[str]],
-    regions: SystemSharedMemory,
+    regions: SystemSharedMemory | None,
 ) -> dict[str, dict[str, Any]]:
     """Apply each requested output's extensions to ``response`` in place; return the parameters of
     the outputs now in shared memory (for ``encode_response``'s ``placed``)."""
@@ -37,6 +37,8 @@ def finish_outputs(
                 tensor, output.classification, batching, labels.get(tensor.name, ())
             )
         if output.shared_memory is not None:
+            if regions is None:
+                raise InvalidInput("shared-memory outputs are not supported on this protocol")
             region, offset, byte_size = output.shared_memory
             blob = tensor_to_bytes(response.outputs[index].array, tensor.datatype)
             if len(blob) > byte_size:

@@ -20,10 +20,13 @@ import grpc
 from google.protobuf import json_format
 
 from tierserve.api import documents
+from tierserve.api.model_control import load_model, load_parameters
+from tierserve.api.outputs import finish_outputs
 from tierserve.engine.engine import Engine
 from tierserve.engine.request import InferRequest
-from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.errors import ModelNotFound, TierserveError
 from tierserve.grpc_api import messages, tensors
+from tierserve.grpc_api.tensors import parameter_value
 from tierserve.security import access
 from tierserve.security.access import Access, apply_identity_tier, audited_by
 from tierserve.security.guard import RequestNote
@@ -171,7 +174,7 @@ class InferenceService:
 
     async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def work(identity: Identity | None) -> Any:
-            return messages.ServerMetadataResponse(**documents.server_metadata())
+            return messages.ServerMetadataResponse(**documents.server_metadata(documents.GRPC_EXTENSIONS))
 
         return await self._unary("ServerMetadata", context, work)
 
@@ -211,14 +214,17 @@ class InferenceService:
 
     async def repository_model_load(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def work(identity: Identity | None) -> Any:
-            if request.parameters:
-                raise InvalidInput(
-                    "load parameters (config or file overrides) are not supported; edit config.yaml"
-                )
-            async with audited_by(self.security, identity, "model.load", request.model_name):
-                if request.model_name not in self.engine.repository.model_names():
-                    raise ModelNotFound(request.model_name)
-                await asyncio.to_thread(self.engine.load, request.model_name)
+            # Triton's overrides: "config" (string_param, JSON) and "file:<path>" (bytes_param)
+            options = {
+                "parameters": {key: parameter_value(value) for key, value in request.parameters.items()}
+            }
+            triton_config, files = load_parameters(options)
+            name = request.model_name
+            async with audited_by(self.security, identity, "model.load", name):
+                if not files and name not in self.engine.repository.model_names():
+                    raise ModelNotFound(name)
+                uploads = self.engine.state_dir / "uploads"
+                await asyncio.to_thread(load_model, self.engine, name, triton_config, files, uploads)
             return messages.RepositoryModelLoadResponse()
 
         return await self._unary("RepositoryModelLoad", context, work, request.model_name)
@@ -240,7 +246,12 @@ class InferenceService:
             decoded.tier = metadata.get("x-tier")
             apply_identity_tier(identity, decoded)
             decoded.tenant = identity.tenant if identity is not None else ""  # cache answers stay in a tenant
-            return tensors.encode_response(await self.engine.infer(deployment, decoded))
+            response = await self.engine.infer(deployment, decoded)
+            labels = self.engine.config(request.model_name).labels
+            finish_outputs(
+                decoded, response, batching=deployment.max_batch_size > 0, labels=labels, regions=None
+            )
+            return tensors.encode_response(response)
 
         return await self._guarded(rpc, metadata, work, request.model_name, request.model_version)
 

@@ -65,10 +65,15 @@ def decode_request(message: Any) -> InferRequest:
         outputs = []
         for output in message.outputs:
             if "shared_memory_region" in output.parameters:
-                raise InvalidInput("shared-memory outputs are not supported by this server")
-            if "classification" in output.parameters:
-                raise InvalidInput("the classification extension is not supported by this server")
-            outputs.append(RequestedOutput(output.name))
+                raise InvalidInput("shared-memory outputs are not supported over gRPC; REST has them")
+            classes = (
+                parameter_value(output.parameters["classification"])
+                if "classification" in output.parameters
+                else 0
+            )
+            if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+                raise InvalidInput(f"output '{output.name}': classification must be a non-negative integer")
+            outputs.append(RequestedOutput(output.name, classification=classes))
     return InferRequest(
         inputs=inputs,
         id=message.id or None,
@@ -86,7 +91,7 @@ def _decode_input(tensor: Any, raw: bytes | None) -> InputTensor:
     if any(dim < 0 for dim in shape):
         raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
     if tensor.parameters and "shared_memory_region" in tensor.parameters:
-        raise InvalidInput("shared-memory inputs are not supported by this server")
+        raise InvalidInput("shared-memory inputs are not supported over gRPC; REST has them")
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(f"input '{name}' has both typed contents and raw_input_contents")

@@ -97,7 +97,7 @@ class ModelRepository:
 
 
 def write_uploaded_files(dest: Path, name: str, files: Mapping[str, object]) -> Path:
-    """Write a load request's ``file:<path>`` parameters (base64 contents, Triton's form) under
+    """Write a load request's ``file:<path>`` parameters (base64 text over REST, bytes over gRPC) under
     ``dest/<name>/`` (replacing what an earlier request wrote there); return ``dest``.
 
     Paths are relative to the model's directory, e.g. ``file:1/model.onnx``; none may leave it."""
@@ -108,6 +108,9 @@ def write_uploaded_files(dest: Path, name: str, files: Mapping[str, object]) -> 
         path = PurePosixPath(key.removeprefix("file:"))
         if path.is_absolute() or not path.parts or any(part in ("", ".", "..") for part in path.parts):
             raise InvalidInput(f"load parameter '{key}' must name a path inside the model's directory")
+        if isinstance(content, bytes):  # gRPC's bytes_param: the contents themselves
+            decoded[path] = content
+            continue
         if not isinstance(content, str):
             raise InvalidInput(f"load parameter '{key}' must be the file's contents in base64")
         try:
