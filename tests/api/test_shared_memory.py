@@ -73,3 +73,20 @@ def test_the_number_of_regions_is_bounded(segment: shared_memory.SharedMemory) -
         regions.register("c", f"/{segment.name}", 16, 8)
     regions.close()
     assert regions.status() == []
+
+
+def test_a_region_its_owner_shrank_is_a_400_not_a_crash(segment: shared_memory.SharedMemory) -> None:
+    regions = SystemSharedMemory()
+    regions.register("r", f"/{segment.name}", 0, 64)
+    fd = os.open(f"/dev/shm/{segment.name}", os.O_RDWR)
+    try:
+        os.ftruncate(fd, 16)  # what touching the mapping past here would do: SIGBUS
+        assert regions.read("r", 0, 16) == bytes(16)
+        with pytest.raises(InvalidInput, match="was shrunk by its owner"):
+            regions.read("r", 8, 16)
+        with pytest.raises(InvalidInput, match="was shrunk by its owner"):
+            regions.write("r", 32, b"x")
+    finally:
+        os.ftruncate(fd, 64)
+        os.close(fd)
+        regions.close()

@@ -15,6 +15,9 @@ Rules:
    unregistered or when the server stops.
 4. Reads copy the bytes out (a client may rewrite its region while the request runs); a read or
    write must lie inside the registered ``byte_size``.
+5. Each region keeps its file open, and every read or write first checks that the file still holds
+   the registered span: touching a mapping past the end of a file its owner has shrunk would kill
+   the whole server (SIGBUS); instead that request gets a 400.
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ class _Region:
     offset: int
     byte_size: int
     mapping: mmap.mmap
+    fd: int
+
+    def close(self) -> None:
+        self.mapping.close()
+        os.close(self.fd)
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
@@ -72,9 +80,10 @@ class SystemSharedMemory:
                 raise InvalidInput(f"shared memory region '{name}' already in manager")
             if len(self._regions) >= self._max_regions:
                 raise InvalidInput(f"at most {self._max_regions} shared memory regions may be registered")
-            self._regions[name] = _Region(name, key, offset, byte_size, self._map(key, offset, byte_size))
+            fd, mapping = self._map(key, offset, byte_size)
+            self._regions[name] = _Region(name, key, offset, byte_size, mapping, fd)
 
-    def _map(self, key: str, offset: int, byte_size: int) -> mmap.mmap:
+    def _map(self, key: str, offset: int, byte_size: int) -> tuple[int, mmap.mmap]:
         path = self._directory / key.lstrip("/")
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -89,9 +98,10 @@ class SystemSharedMemory:
                     f"shared memory region '{key}' holds {info.st_size} bytes; offset {offset} + "
                     f"byte_size {byte_size} runs past its end"
                 )
-            return mmap.mmap(fd, offset + byte_size)
-        finally:
+            return fd, mmap.mmap(fd, offset + byte_size)
+        except BaseException:
             os.close(fd)
+            raise
 
     def unregister(self, name: str | None = None) -> None:
         with self._lock:
@@ -99,7 +109,7 @@ class SystemSharedMemory:
             for each in names:
                 region = self._regions.pop(each, None)
                 if region is not None:
-                    region.mapping.close()
+                    region.close()
 
     def status(self, name: str | None = None) -> list[dict[str, object]]:
         with self._lock:
@@ -137,4 +147,10 @@ class SystemSharedMemory:
                 f"{size} bytes at offset {offset} run past the {region.byte_size} bytes of shared "
                 f"memory region '{region.name}'"
             )
-        return region.offset + offset
+        start = region.offset + offset
+        if os.fstat(region.fd).st_size < start + size:
+            raise InvalidInput(
+                f"shared memory region '{region.name}' ('{region.key}') was shrunk by its owner; "
+                "register it again"
+            )
+        return start
