@@ -175,6 +175,7 @@ class JobWorkers:
         deployment = self.engine.deployment(job.model, job.version)
         request = decode_request(job.body, None)
         request.parameters["tier"] = job.tier
+        request.tenant = job.tenant or ""  # a job's cached answers stay its tenant's, as on the hot path
         request.binary_output = False  # results are stored as JSON
         for output in request.outputs or ():
             output.binary = False
