@@ -326,17 +326,42 @@ async def throughput(server: Server, options: Options) -> list[Window]:
     return windows
 
 
-async def latency(server: Server, options: Options) -> list[Window]:
-    windows = []
+async def latency(server: Server, options: Options, redis_url: str) -> tuple[list[Window], dict[str, float]]:
+    """Hit latency per layer; and, during the Redis-only c=1 window, the round trip of a PING from
+    this (client) core to Redis: what an L2 hit cannot go below on this machine right now."""
+    from tierserve.cache.resp import RespClient
+
+    windows: list[Window] = []
+    ping: dict[str, float] = {}
     for model in ("minilm_cached", "minilm_l2"):
         await warm(server, Stream(model, 1.0, options.tokens, 0))
         for concurrency in (1, options.concurrency):
-            result = await window(
-                server, Stream(model, 1.0, options.tokens, 0), concurrency, options, options.duration_s / 2
-            )
+            stream = Stream(model, 1.0, options.tokens, 0)
+            measure = window(server, stream, concurrency, options, options.duration_s / 2)
+            if model == "minilm_l2" and concurrency == 1:
+                pinger = ping_round_trips(RespClient.from_url(redis_url), options)
+                result, ping = await asyncio.gather(measure, pinger)
+            else:
+                result = await measure
             windows.append(result)
             print(f"  {model} c={concurrency}: {json.dumps(result.hit_latency)}", flush=True)
-    return windows
+    print(f"  Redis PING round trip from the client core meanwhile: {ping}", flush=True)
+    return windows, ping
+
+
+async def ping_round_trips(client: Any, options: Options) -> dict[str, float]:
+    times = []
+    stop_at = time.perf_counter() + options.warmup_s + options.duration_s / 2
+    try:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await client.command(b"PING")
+            times.append(time.perf_counter() - started)
+            await asyncio.sleep(0.005)
+    finally:
+        await client.close()
+    p50, p99 = np.percentile(times, [50, 99]) * 1000
+    return {"pings": len(times), "p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
 
 
 async def single_flight(server: Server, options: Options) -> dict[str, Any]:
@@ -543,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("throughput (items/s) by hit ratio, uncached vs cached:", flush=True)
                 results["throughput_windows"] = [asdict(w) for w in await throughput(server, options)]
                 print("server-side hit latency:", flush=True)
-                results["latency_windows"] = [asdict(w) for w in await latency(server, options)]
+                latency_windows, ping = await latency(server, options, redis["URL"])
+                results["latency_windows"] = [asdict(w) for w in latency_windows]
+                results["redis_ping"] = ping
                 print("single flight:", flush=True)
                 results["single_flight"] = await single_flight(server, options)
                 print("version swap under load:", flush=True)
@@ -578,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"p99 {figures['p99_ms']:.3f} ms, "
                 f"within {figures['target_ms']} ms: {figures['within_target']:.2%}"
             )
+    print(f"Redis PING from the client core during the L2 c=1 window: {results['redis_ping']}")
     print(f"single flight: {results['single_flight']}")
     print(f"swap: {results['swap']}")
     options.out.parent.mkdir(parents=True, exist_ok=True)
