@@ -68,6 +68,12 @@ def write_repository(root: Path, example_repo: Path) -> Path:
     copy_simple("simple", "true")
     copy_simple("simple_shared", "{shared: true}")
     copy_simple("simple_small", "{max_bytes: 64}")  # its answers (2 x 64 bytes) are too large
+    shutil.copytree(example_repo / "simple", root / "simple_triton")  # opted in by config.pbtxt alone
+    (root / "simple_triton" / "config.yaml").unlink()
+    (root / "simple_triton" / "config.pbtxt").write_text(
+        'name: "simple_triton"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        "response_cache { enable: true }\n"
+    )
     build_add_model(root / "addc" / "1" / "model.onnx", 1.0)
     (root / "addc" / "config.yaml").write_text("max_batch_size: 8\ncache: true\n")
     build_mlp_model(root / "mlp" / "1" / "model.onnx", width=MLP_WIDTH)
@@ -307,6 +313,13 @@ def test_answers_over_max_bytes_are_served_but_not_stored(pair: Pair) -> None:
     assert delta(counts(pair.a, "simple_small", pair.admin), before) == (0, 2, 2)
     text = metrics(pair.a, pair.admin)
     assert metric_value(text, "tierserve_cache_bypassed_total", model="simple_small", reason="too_large") >= 2
+
+
+def test_tritons_response_cache_setting_turns_the_cache_on(pair: Pair) -> None:
+    before = counts(pair.a, "simple_triton", pair.admin)
+    first = infer(pair.a, "simple_triton", simple_body(404), pair.acme)
+    assert infer(pair.a, "simple_triton", simple_body(404), pair.acme)["outputs"] == first["outputs"]
+    assert delta(counts(pair.a, "simple_triton", pair.admin), before) == (1, 1, 1)
 
 
 def test_redis_going_away_costs_clients_nothing(tmp_path: Path, example_repo: Path) -> None:
