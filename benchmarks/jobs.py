@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from loadgen import CLIENT_ERRORS, HOST, HttpConnection, RequestLog, answers_200, free_port
+from loadgen import CLIENT_ERRORS, HOST, HttpConnection, RequestLog, answers_200, free_port, run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCIES = (1, 8, 32)
@@ -395,17 +395,6 @@ def run_store(store: str, repository: Path, options: Options) -> list[LoadFigure
             return figures
 
         return run_async(loads)
-
-
-def run_async(main: object) -> list[LoadFigures]:
-    try:
-        import uvloop
-    except ImportError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())  # type: ignore[operator]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
