@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from tierserve.backends.wide import own_session
 from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.factory import build_engine
 from tierserve.observability.metrics import Metrics
@@ -29,7 +30,8 @@ def run_profile(settings: ServerSettings, models: Sequence[str], out: Path, reps
             for deployment in (engine.deployment(name, str(v)) for v in engine.versions(name)):
                 for pool, runner in deployment.runners.items():
                     log.info("profiling %s v%d on %s", name, deployment.version, pool)
-                    batches = sweep(runner.backends[0], runner.max_batch_size, config.warmup_shape, reps=reps)
+                    backend = own_session(runner.backends[0])  # under load, not the idle-time wide session
+                    batches = sweep(backend, runner.max_batch_size, config.warmup_shape, reps=reps)
                     profile = Profile(
                         model=name,
                         version=deployment.version,

@@ -37,6 +37,7 @@ from tierserve.autoscale.observation import observe_pool
 from tierserve.autoscale.planner import FleetPlan, FleetPlanner, PlanPool, PlanTier, PoolStatus
 from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimits
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
+from tierserve.backends.wide import own_session
 from tierserve.engine.engine import Engine, available_cores
 from tierserve.engine.pools import PoolSpec
 from tierserve.engine.runner import ModelRunner
@@ -130,7 +131,7 @@ class LiveAutoscaler:
             if report.desired == report.current:
                 continue
             for runner in self._runners(report.pool):
-                template = runner.backends[0]
+                template = own_session(runner.backends[0])  # not the pool's shared wide session
                 if not isinstance(template, OnnxBackend):
                     continue
                 log.info("autoscale: %s on %s %d -> %d replicas (%d threads each)", runner.name, report.pool,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from tierserve.backends.base import Backend
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.backends.quantize import compare, quantize_int8, sample_inputs
+from tierserve.backends.wide import Widening, WideWhenAlone
 from tierserve.engine.pools import PoolSpec
 from tierserve.engine.runner import ModelRunner
 from tierserve.errors import InvalidInput
@@ -70,7 +71,13 @@ def local_plan(pool: PoolSpec, config: ModelConfig, cores: int) -> LocalPlan:
 
 def onnx_backends(path: Path, plan: LocalPlan, config: ModelConfig) -> list[Backend]:
     options = OnnxOptions(intra_op_threads=plan.threads, inter_op_threads=config.inter_op_threads)
-    return [OnnxBackend(path, options) for _ in range(plan.replicas)]
+    own: list[Backend] = [OnnxBackend(path, options) for _ in range(plan.replicas)]
+    if plan.replicas == 1:
+        return own
+    # A batch that runs alone gets every core of the pool (see backends/wide.py): one more session.
+    wide = OnnxBackend(path, replace(options, intra_op_threads=plan.replicas * plan.threads))
+    widening = Widening(wide)
+    return [WideWhenAlone(backend, widening) for backend in own]
 
 
 def int8_backends(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from tierserve.backends.base import Backend
+from tierserve.backends.wide import own_session, sessions
 from tierserve.profiler.profile import BatchTiming
 from tierserve.profiler.sweep import dummy_feeds, sweep
 from tierserve.scheduler.service_time import ServiceTimeEstimator
@@ -23,10 +24,10 @@ def warm_up(
     ``tierserve profile`` file) when given, else from a short sweep of batch sizes on the first backend.
     The scheduler needs service times from the first request on. Returns where the seed came from."""
     try:
-        for backend in backends:
+        for backend in sessions(backends):
             backend.run(dummy_feeds(backend, 1, shapes, batching=max_batch_size > 0))
-        if profile is None:
-            profile = sweep(backends[0], max_batch_size, shapes, reps=2)
+        if profile is None:  # the time under load: a replica's own session, not the shared wide one
+            profile = sweep(own_session(backends[0]), max_batch_size, shapes, reps=2)
             source = "warm-up sweep"
         else:
             source = "profile file"
