@@ -14,8 +14,9 @@ Search (rules, in order):
    and the matches kept; while fewer than ``k`` remain the search widens, and past
    ``GRAPH_FETCH_LIMIT`` it falls back to exact scoring of every match.
 3. Candidates are re-scored exactly from the float32 vectors, so the scores returned (and
-   ``min_similarity``) are exact whatever the storage precision. ``overfetch`` > 1 takes that many
-   times ``k`` candidates first (re-ranking an over-fetched set).
+   ``min_similarity``) are exact whatever the storage precision. Without a filter the candidates are
+   all that the graph search visited (``EXPANSION_SEARCH``, at least ``k``); ``overfetch`` > 1
+   takes that many times ``k`` (re-ranking an over-fetched set).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import orjson
 from tierserve.errors import InvalidInput
 from tierserve.retrieval.columns import MetadataColumns
 from tierserve.retrieval.filters import Filter, flatten
-from tierserve.retrieval.index import IndexSpec, VectorFile, VectorIndex, exact_scores
+from tierserve.retrieval.index import EXPANSION_SEARCH, IndexSpec, VectorFile, VectorIndex, exact_scores
 from tierserve.retrieval.store import CollectionRecord, CollectionStore, ItemRow
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,9 @@ class Collection:
             else:
                 slots = self._graph_filtered(query, mask, want, matched)
         else:
-            slots, _ = self._index.search(query, min(want, max(self._count, 1)))
+            # The graph visits EXPANSION_SEARCH candidates whatever k is: re-scoring all of them
+            # exactly costs little and undoes what i8 or f16 storage got wrong.
+            slots, _ = self._index.search(query, min(max(want, EXPANSION_SEARCH), max(self._count, 1)))
         slots = slots[(slots >= 0) & (slots < len(alive))]
         slots = slots[alive[slots]]
         if not len(slots):

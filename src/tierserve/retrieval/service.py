@@ -27,7 +27,7 @@ from tierserve.retrieval.embeddings import EmbeddingService
 from tierserve.retrieval.index import IndexSpec
 from tierserve.retrieval.inference import TierHint
 from tierserve.retrieval.rerank import cross_encode
-from tierserve.retrieval.store import CollectionRecord, CollectionStore
+from tierserve.retrieval.store import CollectionRecord, CollectionStore, ItemRow
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MAX_COLLECTIONS_PER_TENANT = 100
@@ -69,7 +69,7 @@ class CollectionService:
         self._root = state_dir / "collections"
         self._embeddings = embeddings
         self._store: CollectionStore | None = None
-        self._open: dict[int, Collection] = {}
+        self._open: dict[tuple[str, str], Collection] = {}  # this process owns the state directory
         self._lock = threading.Lock()
 
     @property
@@ -130,10 +130,13 @@ class CollectionService:
         collection = self.find(tenant, name)
         with self._lock:
             self.store.drop(collection.record.id)  # committed: the collection is gone
-            self._open.pop(collection.record.id, None)
+            self._open.pop((tenant, name), None)
         collection.destroy()
 
     def find(self, tenant: str, name: str) -> Collection:
+        found = self._open.get((tenant, name))
+        if found is not None:
+            return found
         if not isinstance(name, str) or not NAME.match(name):
             raise CollectionNotFound(str(name))
         record = self.store.find(tenant, name)
@@ -141,17 +144,23 @@ class CollectionService:
             raise CollectionNotFound(name)
         return self._collection(record)
 
+    async def _find(self, tenant: str, name: str) -> Collection:
+        """``find`` without leaving the event loop when the collection is open already."""
+        found = self._open.get((tenant, name))
+        return found if found is not None else await asyncio.to_thread(self.find, tenant, name)
+
     def _collection(self, record: CollectionRecord) -> Collection:
+        key = (record.tenant, record.name)
         with self._lock:
-            found = self._open.get(record.id)
+            found = self._open.get(key)
             if found is None:
-                found = self._open[record.id] = Collection(record, self._root / str(record.id), self.store)
+                found = self._open[key] = Collection(record, self._root / str(record.id), self.store)
             return found
 
     # -- items -----------------------------------------------------------------------------------
 
     async def upsert(self, tenant: str, name: str, body: Mapping[str, Any], hint: TierHint) -> dict[str, Any]:
-        collection = await asyncio.to_thread(self.find, tenant, name)
+        collection = await self._find(tenant, name)
         raw = body.get("items")
         if not isinstance(raw, list) or not raw:
             raise InvalidInput("'items' must be a non-empty list of {id, vector or text, metadata}")
@@ -179,7 +188,7 @@ class CollectionService:
         return {"upserted": len(items), "added": added, "count": collection.count}
 
     async def delete(self, tenant: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        collection = await asyncio.to_thread(self.find, tenant, name)
+        collection = await self._find(tenant, name)
         has_ids, has_filter = "ids" in body, "filter" in body
         if has_ids == has_filter:
             raise InvalidInput("give either 'ids' (a list of ids) or 'filter' (a metadata filter)")
@@ -202,7 +211,7 @@ class CollectionService:
 
     async def search(self, tenant: str, name: str, body: Mapping[str, Any], hint: TierHint) -> dict[str, Any]:
         started = time.perf_counter()
-        collection = await asyncio.to_thread(self.find, tenant, name)
+        collection = await self._find(tenant, name)
         request = parse_search(body)
         if request.vector is not None:
             query = collection.check_vectors(request.vector[None, :], "vector")[0]
@@ -214,10 +223,12 @@ class CollectionService:
         cross = request.rerank not in (None, "exact")
         overfetch = EXACT_RERANK_FACTOR if request.rerank == "exact" else 1
         want = request.candidates if cross else request.k
-        hits = await asyncio.to_thread(
-            collection.search, query, want, request.filter, request.min_similarity, overfetch
-        )
-        rows = await asyncio.to_thread(collection.rows, [h.slot for h in hits])
+
+        def search_and_read() -> tuple[list[Hit], dict[int, ItemRow]]:
+            found = collection.search(query, want, request.filter, request.min_similarity, overfetch)
+            return found, collection.rows([h.slot for h in found])
+
+        hits, rows = await asyncio.to_thread(search_and_read)  # one hop off the event loop
         rerank_scores: dict[str, float] = {}
         if cross and hits:
             assert request.rerank is not None
