@@ -321,3 +321,24 @@ def test_a_message_over_the_body_limit_is_refused(example_repo: Path) -> None:
             client.infer("identity_fp32", [big])
         assert status_of(error.value) == "StatusCode.RESOURCE_EXHAUSTED"
         client.infer("identity_fp32", [small])
+
+
+def test_model_config_with_labels_over_grpc(
+    client: grpcclient.InferenceServerClient, example_repo: Path
+) -> None:
+    """A field of Triton's ModelConfig that tierserve fills (an output's label_filename) reaches
+    the gRPC client as it reaches the REST one."""
+    model = (example_repo / "identity_fp32" / "1" / "model.onnx").read_bytes()
+    config = {
+        "max_batch_size": 4,
+        "output": [
+            {"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [-1], "label_filename": "labels.txt"}
+        ],
+    }
+    files = {"file:1/model.onnx": model, "file:labels.txt": b"zero\none\n"}
+    client.load_model("grpc_labelled", config=json.dumps(config), files=files)
+    try:
+        (output,) = client.get_model_config("grpc_labelled", as_json=True)["config"]["output"]
+        assert output["label_filename"] == "labels.txt"
+    finally:
+        client.unload_model("grpc_labelled")

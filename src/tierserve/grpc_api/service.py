@@ -188,7 +188,10 @@ class InferenceService:
     async def model_config(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def work(identity: Identity | None) -> Any:
             doc = documents.model_config(self.engine, request.name, request.version or None)
-            return json_format.ParseDict({"config": doc}, messages.ModelConfigResponse())
+            # Fields of Triton's ModelConfig that inference.proto leaves out are dropped, not an error.
+            return json_format.ParseDict(
+                {"config": doc}, messages.ModelConfigResponse(), ignore_unknown_fields=True
+            )
 
         return await self._unary("ModelConfig", context, work, request.name, request.version)
 
