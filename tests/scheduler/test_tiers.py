@@ -57,3 +57,22 @@ def test_from_config() -> None:
     assert table.get("rt").rejects_late and not table.get("batch").rejects_late
     with pytest.raises(InvalidInput):
         TierTable.from_config({"tiers": [{"name": "x", "target_ms": -1, "priority": 0}]})
+
+
+def test_one_rule_names_a_requests_tier_strongest_first() -> None:
+    table = TierTable()
+
+    def name(params: dict[str, object], **sources: object) -> str:
+        return table.for_request(params, **sources).tier.name  # type: ignore[arg-type]
+
+    assert name({"tier": "silver"}, header="gold", key_tier="gold") == "silver"  # parameter
+    assert name({}, header="silver", key_tier="gold") == "silver"  # header over the key
+    assert name({"priority": 1}, key_tier="bronze") == "gold"  # Triton's priority over the key
+    assert name({"priority": 0}, key_tier="silver") == "silver"  # priority 0 names nothing
+    assert name({}, key_tier="silver", default_priority=1) == "silver"  # the key over the model's priority
+    assert name({}, default_priority=1, model_default="bronze") == "gold"
+    assert name({}, model_default="silver") == "silver"
+    assert name({}) == table.default.name
+    assert table.lowest.name == "bronze"
+    choice = table.for_request({"timeout": 0}, default_timeout_us=20_000, header="gold")
+    assert choice.budget_s == pytest.approx(0.020) and choice.client_timeout

@@ -38,5 +38,4 @@ def reject_early(
     head = body[: int(json_length)] if json_length and json_length.isdigit() else body
     if any(key in head for key in _BODY_TIER_KEYS):
         return
-    tier = request.headers.get("x-tier") or default_tier(request)
-    engine.admit_early(deployment, tier, arrival)
+    engine.admit_early(deployment, request.headers.get("x-tier"), default_tier(request), arrival)

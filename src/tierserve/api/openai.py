@@ -174,7 +174,7 @@ def tier_hint(request: Request, body: Mapping[str, Any]) -> TierHint:
         parameters = {**parameters, "tier": tier}
     decoded = InferRequest(inputs=[], parameters=parameters, tier=request.headers.get("x-tier"))
     apply_key_tier(request, decoded)
-    return TierHint(decoded.tier, decoded.parameters, access.own_tenant(request) or "")
+    return TierHint(decoded.tier, decoded.parameters, access.own_tenant(request) or "", decoded.key_tier)
 
 
 def parse_input(raw: object) -> tuple[list[str] | None, list[list[int]] | None]:

@@ -388,13 +388,14 @@ class Engine:
     # -- serving -----------------------------------------------------------------------------
 
     def choose_tier(self, model: str, request: InferRequest) -> TierChoice:
-        params = request.parameters
         config = self.config(model)
-        return self.tiers.resolve(
-            name=params.get("tier", request.tier),
-            priority=params.get("priority") or config.default_priority_level,
-            timeout_us=params.get("timeout") or config.default_timeout_us,
-            default=config.default_tier,
+        return self.tiers.for_request(
+            request.parameters,
+            header=request.tier,
+            key_tier=request.key_tier,
+            default_priority=config.default_priority_level,
+            default_timeout_us=config.default_timeout_us,
+            model_default=config.default_tier,
         )
 
     def clock(self) -> float:
@@ -447,14 +448,24 @@ class Engine:
         finally:
             self._record(deployment, choice, outcome, int((self._clock() - arrival) * 1e9))
 
-    def admit_early(self, deployment: Deployment, tier: str | None, arrival: float) -> None:
-        """Cheap rejection, before the body is decoded: raise Unavailable when a request of ``tier``
-        (None: the model's default) arriving at ``arrival`` could not be admitted even with one row.
+    def admit_early(
+        self, deployment: Deployment, header: str | None, key_tier: str | None, arrival: float
+    ) -> None:
+        """Cheap rejection, before the body is decoded: raise Unavailable when a request whose body
+        names no tier, with this ``X-Tier`` header and key, arriving at ``arrival`` could not be
+        admitted even with one row.
         Service time grows with rows, so a request that fails here fails after decoding too."""
         config = self.config(deployment.name)
         if not self.honour_tiers or self.budgeting.active or config.cache is not None:
             return  # a tenant's budget may demote it to best effort, a cached answer may serve it
-        choice = self.tiers.resolve(name=tier, default=config.default_tier)
+        choice = self.tiers.for_request(
+            {},
+            header=header,
+            key_tier=key_tier,
+            default_priority=config.default_priority_level,
+            default_timeout_us=config.default_timeout_us,
+            model_default=config.default_tier,
+        )
         if not choice.tier.rejects_late:
             return
         t = admission.ticket(choice, arrival, 1)

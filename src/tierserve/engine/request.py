@@ -35,6 +35,7 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     binary_output: bool = False  # the default for outputs that do not say
     tier: str | None = None  # from the X-Tier header; the ``tier`` parameter wins over it
+    key_tier: str | None = None  # the API key's tier (see ``TierTable.for_request`` for the order)
     # The caller's tenant ("" while authentication is off): scopes cached answers; budgets and cost.
     tenant: str = ""
     arrival: float | None = None  # when it reached the server (Engine.clock()); its deadline counts from it

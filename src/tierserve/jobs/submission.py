@@ -14,7 +14,6 @@ from tierserve.engine.validate import prepare
 from tierserve.errors import InvalidInput
 from tierserve.jobs.job import JobSpec
 
-DEFAULT_TIER = "bronze"
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 MAX_KEY_LENGTH = 255
@@ -93,7 +92,7 @@ def _version(raw: object) -> str | None:
 def _tier(doc: dict[str, Any], parameters: dict[str, Any], engine: Engine, default: str | None) -> str:
     name = doc.get("tier", parameters.get("tier", default))
     if name is None:
-        return DEFAULT_TIER if DEFAULT_TIER in engine.tiers.by_name else engine.tiers.tiers[-1].name
+        return engine.tiers.lowest.name  # jobs are asynchronous: the least urgent tier by default
     if not isinstance(name, str):
         raise InvalidInput("'tier' must be a string")
     return engine.tiers.get(name).name

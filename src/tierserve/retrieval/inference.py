@@ -18,12 +18,13 @@ from tierserve.retrieval.tokenizer import pad
 
 @dataclass(frozen=True)
 class TierHint:
-    """What the caller said about its tier: the X-Tier header (or the key's tier), and V2-style
-    ``parameters`` (``tier``, ``priority``, ``timeout``); the parameters win, as on V2."""
+    """What the caller said about its tier: the X-Tier header, V2-style ``parameters`` (``tier``,
+    ``priority``, ``timeout``) and the key's tier, weighed as on V2 (``TierTable.for_request``)."""
 
     tier: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     tenant: str = ""  # scopes result-cache entries, as on V2
+    key_tier: str | None = None
 
 
 async def run_rows(
@@ -73,6 +74,7 @@ async def _run_chunk(
         outputs=[RequestedOutput(model.output)],
         parameters=dict(hint.parameters),
         tier=hint.tier,
+        key_tier=hint.key_tier,
         tenant=hint.tenant,
     )
     response = await engine.infer(model.deployment, request)

@@ -86,6 +86,38 @@ class TierTable:
                 f"unknown tier '{name}'; configured tiers: {', '.join(self.by_name)}"
             ) from None
 
+    @property
+    def lowest(self) -> Tier:
+        """The least urgent tier: what durable jobs get when they name none (they are asynchronous)."""
+        return self.tiers[-1]
+
+    def for_request(
+        self,
+        parameters: Mapping[str, Any],
+        *,
+        header: str | None = None,
+        key_tier: str | None = None,
+        default_priority: int | None = None,
+        default_timeout_us: int | None = None,
+        model_default: str | None = None,
+    ) -> TierChoice:
+        """The one rule that names a request's tier, strongest first: the ``tier`` parameter; the
+        ``X-Tier`` header (gRPC: ``x-tier`` metadata); Triton's ``priority`` parameter; the API key's
+        tier; the model's default priority level (config.pbtxt); the model's default tier; the
+        server's. The deadline budget is the ``timeout`` parameter, else the model's default queue
+        timeout, else the tier's target. Every protocol (REST, gRPC, embeddings, jobs) and the cheap
+        rejection before decoding call this."""
+        name = parameters.get("tier", header)
+        priority = parameters.get("priority")
+        if name is None and not priority and key_tier is not None:
+            name = key_tier
+        return self.resolve(
+            name=name,
+            priority=priority or default_priority,
+            timeout_us=parameters.get("timeout") or default_timeout_us,
+            default=model_default,
+        )
+
     def resolve(
         self,
         *,

@@ -157,16 +157,15 @@ def default_tier(request: Request) -> str | None:
 
 
 def apply_key_tier(request: Request, decoded: InferRequest) -> None:
-    """The key's tier becomes the request's when it names none (parameter, X-Tier or priority)."""
+    """Hand the key's tier to the engine, which weighs it against what the request names
+    (``TierTable.for_request``)."""
     apply_identity_tier(request.scope.get(IDENTITY), decoded)
 
 
 def apply_identity_tier(identity: Identity | None, decoded: InferRequest) -> None:
     """``apply_key_tier`` for a caller already known (gRPC has no Starlette request)."""
-    if identity is None or identity.tier is None or decoded.tier is not None:
-        return
-    if "tier" not in decoded.parameters and not decoded.parameters.get("priority"):
-        decoded.tier = identity.tier
+    if identity is not None:
+        decoded.key_tier = identity.tier
 
 
 @dataclass
