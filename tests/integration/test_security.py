@@ -117,6 +117,11 @@ def route_table() -> list[tuple[str, str, Role | None]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class _Unknown(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return f"no-such-{key}"
+
+
 def weaker(role: Role) -> str:
     return {Role.USER: "acme-reader", Role.OPERATOR: "acme", Role.ADMIN: "operator"}[role]
 
@@ -142,7 +147,8 @@ def test_every_route_answers_401_without_credentials_403_to_weaker_roles_and_404
             return response.status_code
 
     for method, template, role in table:
-        path = template.format(model_name="simple", model_version="1", job_id=job_id, key_id="no-such-key")
+        known = {"model_name": "simple", "model_version": "1", "job_id": job_id, "key_id": "no-such-key"}
+        path = template.format_map(_Unknown(known))  # other names (collections, regions): unknown ones
         if "/repository/models/" in template:
             path = template.format(model_name="no-such-model")  # never unload a model other tests use
         if role is None:
