@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import tempfile
 import urllib.request
@@ -50,14 +51,32 @@ def config(path: Path, pools: str, *, approximate_everywhere: bool) -> Path:
     return path
 
 
-def scrape(port: int, family: str) -> dict[str, float]:
-    """Sum of a counter family by pool."""
+CORE_PRICE_PER_HOUR = 0.1785 / 2  # one core of a c7i.xlarge
+BURST_PRICE = 0.05 / 1000
+LOCAL_CORES = [0]
+
+
+def scrape(port: int, family: str, label: str = "pool") -> dict[str, float]:
+    """Sum of a counter family by one of its labels."""
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     totals: dict[str, float] = {}
-    for match in re.finditer(rf'^{family}\{{[^}}]*pool="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
-        totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
+    for line in text.splitlines():
+        if not line.startswith(family + "{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        key = labels.get(label, "")
+        totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
+
+
+def scrape_burst_by_tier(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.findall(
+        r'^tierserve_pool_requests_total\{[^}]*pool="burst"[^}]*tier="(\w+)"[^}]*\} (\S+)$', text, re.M
+    )
+    return {tier: int(float(n)) for tier, n in found}
 
 
 def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], sizes: dict[str, int],
@@ -110,6 +129,14 @@ def main() -> int:
             pools = CPU + INT8 + BURST.format(host=HOST, port=burst.port)
             cfg = config(work / "c.yaml", pools, approximate_everywhere=False)
             results["routed"] = run("routed", args, cfg, requests, info.output_bytes, arrivals, tiers, logs)
+    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    cheaper = min(("fp32", "int8"), key=lambda k: results[k]["cost_per_1k_served"] or float("inf"))
+    ours, theirs = results["routed"], results[cheaper]
+    print(f"\nrouted vs the cheaper single pool ({cheaper}): ${ours['cost_per_1k_served']} vs "
+          f"${theirs['cost_per_1k_served']} per 1,000 served; gold within target "
+          f"{ours['gold']['within_target']:.2%} vs {theirs['gold']['within_target']:.2%}; "
+          f"burst requests {ours['requests_by_pool'].get('burst', 0)}; "
+          f"load average {results['load_average']}")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {args.out}")

@@ -61,7 +61,6 @@ class NotFound(TierserveError):
 
 
 class ModelNotFound(NotFound):
-
     def __init__(self, name: str, version: str | None = None) -> None:
         what = f"'{name}'" if version is None else f"'{name}' version {version}"
         super().__init__(f"Request for unknown model: {what} is not found")

@@ -39,14 +39,13 @@ from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimit
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.backends.wide import own_session
 from tierserve.engine.engine import Engine, available_cores
-from tierserve.engine.pools import PoolSpec
+from tierserve.engine.pools import LOCAL_KINDS, PoolSpec
 from tierserve.engine.runner import ModelRunner
 from tierserve.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 HOST = "local"
-LOCAL_KINDS = ("onnx-cpu", "onnx-cpu-int8")
 SATURATED = 0.9
 
 

@@ -26,7 +26,8 @@ from tierserve.budgets.policy import BudgetBook, Verdict
 from tierserve.engine.budgeting import Budgeting
 from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
 from tierserve.engine.hooks import ResultCache
-from tierserve.engine.pools import PoolSpec, default_pools
+from tierserve.engine.host import HostCores
+from tierserve.engine.pools import LOCAL_KINDS, PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.runner import ModelRunner, Outputs
 from tierserve.engine.validate import Prepared, prepare
@@ -102,6 +103,7 @@ class Engine:
         self.metrics = metrics
         self.tiers = tiers or TierTable()
         self.pools = pools or default_pools()
+        self.host = HostCores(available_cores())  # shared by every local pool's replicas
         self.honour_tiers = honour_tiers
         self.state_dir = state_dir
         self.profiles_dir = profiles_dir if profiles_dir is not None else state_dir / "profiles"
@@ -236,6 +238,7 @@ class Engine:
                     stats=stats,
                     metrics=self.metrics.for_model(name, version, pool.name),
                     estimator=estimator,
+                    host=self.host if pool.kind in LOCAL_KINDS else None,
                 )
         except BaseException:
             deployment.stop()

@@ -25,6 +25,7 @@ from tierserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 KINDS = ("onnx-cpu", "onnx-cpu-int8", "torch-cuda", "remote")
+LOCAL_KINDS = ("onnx-cpu", "onnx-cpu-int8")  # replicas on this host's cores
 
 
 @dataclass(frozen=True)
