@@ -14,10 +14,15 @@ each with its local pools pinned to core 0:
 * ``routed``: ``onnx-cpu`` + ``onnx-cpu-int8`` + a ``remote`` burst pool: a second ``tierserve
   serve`` pinned to core 1, i.e. rented capacity. Gold and silver must be exact; bronze may be int8.
 
-Prices: a local replica costs $0.1785/h (c7i.xlarge on demand; a replica's share by the machine
-time its items take), the burst endpoint $0.05 per 1,000 requests (an assumption, see
-deploy/sim/README.md). Cost per 1,000 requests comes from the server's own ``tierserve_cost_dollars_total``.
-Per tier: share served within target, rejected, late; throughput; where requests went.
+Prices: the local pools' host is one core of a c7i.xlarge ($0.1785/h on demand for 2 cores, so
+$0.08925 per core-hour), paid for the whole run whatever the routing: **cost per 1,000 served
+counts the cores actually allocated** (1 core x the run's duration) plus every request sent to the
+burst endpoint ($0.05 per 1,000, an assumption, see deploy/sim/README.md); the server's own
+``tierserve_cost_dollars_total`` (each item's replica time) is printed beside it. Local pools share
+the host's cores (``engine/host.py``): fp32 and int8 replicas do not time-slice one core. Per tier:
+share served within target, rejected, late; throughput; where requests went, and how many went to
+the burst endpoint by tier (the router sends a request there only when no local pool is predicted
+to meet its deadline).
 """
 
 from __future__ import annotations
@@ -83,19 +88,25 @@ def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], 
         arrivals: np.ndarray, tiers: np.ndarray, logs: Path) -> dict[str, Any]:  # fmt: skip
     extra = ["--config", str(cfg)]
     with tierserve_server(
-        args.model_repository, args.model, [0], logs / f"routing-{label}.log", extra
+        args.model_repository, args.model, LOCAL_CORES, logs / f"routing-{label}.log", extra
     ) as server:
         outcomes = asyncio.run(open_loop(server.port, requests, sizes, arrivals, tiers))
-        cost = scrape(server.port, "tierserve_cost_dollars_total")
+        item_cost = scrape(server.port, "tierserve_cost_dollars_total")
         routed = scrape(server.port, "tierserve_pool_requests_total")
+        burst_by_tier = scrape_burst_by_tier(server.port)
     summary = summarise(outcomes, args.duration, args.rate)
     served = sum(routed.values())
+    burst = routed.get("burst", 0.0)
+    allocated = len(LOCAL_CORES) * CORE_PRICE_PER_HOUR * args.duration / 3600 + burst * BURST_PRICE
     summary["throughput_per_s"] = round(served / args.duration, 1)
-    summary["cost_per_1k_requests"] = round(sum(cost.values()) / served * 1000, 6) if served else None
+    summary["cost_per_1k_served"] = round(allocated / served * 1000, 7) if served else None
+    summary["item_cost_per_1k_served"] = round(sum(item_cost.values()) / served * 1000, 7) if served else None
     summary["requests_by_pool"] = {k: int(v) for k, v in routed.items()}
+    summary["burst_by_tier"] = burst_by_tier
     print_level(args.rate, len(arrivals), label, summary)
-    print(f"  throughput {summary['throughput_per_s']}/s, ${summary['cost_per_1k_requests']} per 1,000, "
-          f"by pool {summary['requests_by_pool']}")  # fmt: skip
+    print(f"  throughput {summary['throughput_per_s']}/s, ${summary['cost_per_1k_served']} per 1,000 served "
+          f"(cores allocated + burst; per-item replica time: ${summary['item_cost_per_1k_served']}), "
+          f"by pool {summary['requests_by_pool']}, burst by tier {burst_by_tier}")  # fmt: skip
     return summary
 
 
