@@ -101,3 +101,10 @@ class DeadlineExceeded(TierserveError):
 class InferenceFailed(TierserveError):
     status_code = 500
     blames_backend = True
+
+
+def explain(exc: BaseException) -> str:
+    """The message of a tierserve error, or the type and text of any other exception."""
+    if isinstance(exc, TierserveError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"

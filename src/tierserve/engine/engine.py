@@ -39,12 +39,13 @@ from tierserve.errors import (
     ModelNotFound,
     TierserveError,
     Unavailable,
+    explain,
 )
 from tierserve.observability.metrics import Metrics
 from tierserve.observability.stats import ModelStats
 from tierserve.profiler.profile import load_profile, profile_path
 from tierserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
-from tierserve.repository.repository import ModelRepository
+from tierserve.repository.repository import ModelRepository, parse_version
 from tierserve.scheduler import admission
 from tierserve.scheduler.admission import Ticket
 from tierserve.scheduler.service_time import ServiceTimeEstimator
@@ -66,6 +67,17 @@ class ModelState(enum.StrEnum):
 class _Entry:
     state: ModelState
     reason: str = ""
+    # A failure that holds strict readiness down: models the server was started with (and their later
+    # failed reloads). A failed explicit load of a model that was not serving is answered to its caller
+    # (400) and shown in the index, but does not drain a server that serves every other model.
+    blocks_readiness: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.state is ModelState.UNAVAILABLE and self.reason != UNLOADED
+
+
+UNLOADED = "unloaded"
 
 
 @dataclass
@@ -119,49 +131,102 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load_all(self) -> None:
-        for name in self.repository.model_names():
+        """Load every model of the repository; one that fails is recorded (index, readiness) and
+        the others load all the same. Never raises: shutdown awaits this."""
+        try:
+            names = self.repository.model_names()
+        except OSError as exc:
+            log.error("cannot list the model repository %s: %s", self.repository.root, exc)
+            names = []
+        for name in names:
             try:
-                self.load(name)
+                self.load(name, at_start=True)
             except TierserveError as exc:
                 log.error("model %s failed to load: %s", name, exc.message)
+            except Exception:  # load() records the reason; this keeps the other models loading
+                log.exception("model %s failed to load", name)
         self.started = True
 
     @property
     def ready(self) -> bool:
-        """Triton's strict readiness: started, and no model the repository asked for failed to load."""
-        return self.started and all(
-            entry.state is not ModelState.UNAVAILABLE or entry.reason == "unloaded"
-            for entry in self._states.values()
-        )
+        return not self.not_ready_reasons()
 
-    def load(self, name: str) -> None:
-        """Load (or reload) the versions that the model's version policy selects, on every pool."""
+    def not_ready_reasons(self, *, strict: bool = True) -> list[str]:
+        """Why the server is not ready (empty: ready). Triton's strict readiness: started, and no model
+        it was started with failed to load. Failures of models since removed from the repository, or
+        loaded or unloaded since, no longer count."""
+        if not self.started:
+            return ["loading models"]
+        if not strict:
+            return []
+        blocking = [(key, e) for key, e in list(self._states.items()) if e.failed and e.blocks_readiness]
+        if not blocking:
+            return []
+        try:
+            present = set(self.repository.model_names())
+        except OSError:
+            present = {name for (name, _), _ in blocking}
+        return [
+            f"model '{name}' version {version} failed to load: {entry.reason}"
+            for (name, version), entry in sorted(blocking, key=lambda item: item[0])
+            if name in present
+        ]
+
+    def load(self, name: str, *, at_start: bool = False) -> None:
+        """Load (or reload) the versions that the model's version policy selects, on every pool.
+        A version that fails to reload keeps serving as it was (as Triton does); the error says so."""
         with self._admin_lock:
+            previous = self._models.get(name)
+            blocks = at_start or any(e.blocks_readiness for (n, _), e in self._states.items() if n == name)
             try:
                 config = self.repository.config(name)
-            except InvalidInput as exc:
-                # A broken config.yaml fails every version on disk, visibly (index, readiness).
-                for version in self.repository.versions(name):
-                    self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, exc.message)
-                raise
-            wanted = self.repository.versions_to_serve(name, config)
-            previous = self._models.get(name)
+                wanted = self.repository.versions_to_serve(name, config)
+            except ModelNotFound:
+                raise  # nothing on disk to load: what serves (if anything) stays
+            except Exception as exc:
+                reason = explain(exc)
+                self._fail_model(name, previous, reason, blocks)
+                if previous is not None:
+                    raise InvalidInput(
+                        f"failed to reload '{name}' (still serving as loaded before): {reason}"
+                    ) from None
+                raise InvalidInput(f"failed to load '{name}': {reason}") from None
             model = _Model(config)
+            kept: set[int] = set()
             failures: list[str] = []
             for version in wanted:
-                self._states[(name, version)] = _Entry(ModelState.LOADING)
+                serving = previous.deployments.get(version) if previous is not None else None
+                if serving is None:
+                    self._states[(name, version)] = _Entry(ModelState.LOADING)
                 try:
                     model.deployments[version] = self._deploy(name, version, config)
                     self._states[(name, version)] = _Entry(ModelState.READY)
-                except TierserveError as exc:
-                    self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, exc.message)
-                    failures.append(f"version {version}: {exc.message}")
+                except Exception as exc:
+                    reason = explain(exc)
+                    if not isinstance(exc, TierserveError):
+                        log.exception("%s version %d failed to load", name, version)
+                    if serving is not None:
+                        model.deployments[version] = serving
+                        kept.add(version)
+                        reason = f"reload failed, serving the version loaded before: {reason}"
+                        self._states[(name, version)] = _Entry(ModelState.READY, reason)
+                    else:
+                        self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, reason, blocks)
+                    failures.append(f"version {version}: {reason}")
+            if previous is not None and set(model.deployments) <= kept:
+                # Nothing new loaded (e.g. the new latest version is broken): everything that served
+                # goes on serving, under the configuration it was loaded with.
+                model, kept = previous, set(previous.deployments)
+                failures.append(f"still serving versions {sorted(kept)} as loaded before")
+            for (n, version), entry in list(self._states.items()):
+                if n == name and version not in wanted and entry.failed:
+                    del self._states[(n, version)]  # versions no longer asked for fail no more
             if model.deployments:
                 self._models[name] = model
             else:
                 self._models.pop(name, None)
             if previous is not None:
-                self._stop(name, previous, replaced=set(model.deployments))
+                self._stop(name, previous, replaced=set(model.deployments), kept=kept)
             if self.result_cache is not None:
                 changed = {*wanted, *(previous.deployments if previous else ())}
                 self.result_cache.versions_changed(name, changed)
@@ -174,12 +239,31 @@ class Engine:
                 [p.name for p in self.pools if p.serves(name)],
             )
 
+    def _fail_model(self, name: str, previous: _Model | None, reason: str, blocks: bool) -> None:
+        """Record a model-wide failure (its config) on each of its versions; what serves stays."""
+        try:
+            versions = self.repository.versions(name)
+        except Exception:
+            versions = []
+        for version in versions:
+            if previous is not None and version in previous.deployments:
+                self._states[(name, version)] = _Entry(
+                    ModelState.READY, f"reload failed, serving as loaded before: {reason}"
+                )
+            else:
+                self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, reason, blocks)
+        if not versions:
+            log.error("model %s: %s", name, reason)
+
     def unload(self, name: str) -> None:
         with self._admin_lock:
             model = self._models.pop(name, None)
             if model is None:
-                if name not in self.repository.model_names():
+                failed = [key for key, entry in self._states.items() if key[0] == name and entry.failed]
+                if not failed and name not in self.repository.model_names():
                     raise ModelNotFound(name)
+                for key in failed:  # unloading a model that failed to load clears its failure
+                    self._states[key] = _Entry(ModelState.UNAVAILABLE, UNLOADED)
                 return
             self._stop(name, model)
             if self.result_cache is not None:
@@ -216,7 +300,13 @@ class Engine:
         deployment = Deployment(name, version, {}, stats)
         try:
             for pool in pools:
-                backends = self._pool_backends(pool, path, config, reference, cores, deployment)
+                try:
+                    backends = self._pool_backends(pool, path, config, reference, cores, deployment)
+                except Exception as exc:  # one pool's backend (a missing extra, a bad endpoint) fails
+                    reason = explain(exc)
+                    log.error("%s v%d cannot run on pool %s: %s", name, version, pool.name, reason)
+                    deployment.variants[pool.name] = {"kind": pool.kind, "accepted": False, "error": reason}
+                    continue
                 if not backends:
                     continue
                 if declared is not None:
@@ -290,16 +380,24 @@ class Engine:
         )  # fmt: skip
         return [remote] * pool.concurrency  # one shared pooled client; a replica thread per request in flight
 
-    def _stop(self, name: str, model: _Model, replaced: frozenset[int] | set[int] = frozenset()) -> None:
-        """Stop every deployment of ``model``. Versions in ``replaced`` already run anew: their state and
-        metric series belong to the new deployment and stay."""
+    def _stop(
+        self,
+        name: str,
+        model: _Model,
+        replaced: frozenset[int] | set[int] = frozenset(),
+        kept: frozenset[int] | set[int] = frozenset(),
+    ) -> None:
+        """Stop every deployment of ``model`` but those in ``kept`` (they go on serving). Versions in
+        ``replaced`` already run anew: their state and metric series belong to the new deployment."""
         for version, deployment in model.deployments.items():
+            if version in kept:
+                continue
             if version in replaced:
                 deployment.stop()
                 continue
             self._states[(name, version)] = _Entry(ModelState.UNLOADING)
             deployment.stop()
-            self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, "unloaded")
+            self._states[(name, version)] = _Entry(ModelState.UNAVAILABLE, UNLOADED)
             self.metrics.forget_model(
                 name, version, [t.name for t in self.tiers.tiers], list(deployment.runners)
             )
@@ -312,9 +410,10 @@ class Engine:
             raise ModelNotFound(name, version)
         if version is None or version == "":
             return model.deployments[model.default_version]
-        if not version.isdigit() or int(version) not in model.deployments:
+        number = parse_version(version)
+        if number is None or number not in model.deployments:
             raise ModelNotFound(name, version)
-        return model.deployments[int(version)]
+        return model.deployments[number]
 
     def config(self, name: str) -> ModelConfig:
         model = self._models.get(name)

@@ -222,9 +222,11 @@ def read_settings(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot be read: {exc}") from exc
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"{path}: expected a mapping of settings")
     return raw

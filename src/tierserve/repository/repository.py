@@ -19,7 +19,15 @@ from tierserve.repository.loading import CONFIG_FILE, PBTXT_FILE, load_config
 __all__ = ["CONFIG_FILE", "MODEL_FILE", "PBTXT_FILE", "ModelRepository"]
 
 MODEL_FILE = "model.onnx"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def parse_version(raw: str) -> int | None:
+    """A version number from a directory or URL segment, or None. ASCII digits only: ``str.isdigit``
+    is also true of "²" and other digits that ``int`` refuses."""
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class ModelRepository:
         on_disk = {
             entry.name
             for entry in self.root.iterdir()
-            if entry.is_dir() and _NAME.match(entry.name) and self.versions(entry.name)
+            if entry.is_dir() and _NAME.fullmatch(entry.name) and self.versions(entry.name)
         }
         return sorted(on_disk | uploaded)
 
@@ -64,11 +72,8 @@ class ModelRepository:
         model_dir = self._model_dir(name)
         if not model_dir.is_dir():
             return []
-        return sorted(
-            int(entry.name)
-            for entry in model_dir.iterdir()
-            if entry.name.isdigit() and int(entry.name) > 0 and (entry / MODEL_FILE).is_file()
-        )
+        found = ((parse_version(entry.name), entry) for entry in model_dir.iterdir())
+        return sorted(v for v, entry in found if v is not None and v > 0 and (entry / MODEL_FILE).is_file())
 
     def config(self, name: str, triton_config: Mapping[str, Any] | None = None) -> ModelConfig:
         """The model's settings: its ``config.pbtxt`` (or ``triton_config``, a load request's
@@ -88,7 +93,7 @@ class ModelRepository:
         return self._model_dir(name) / str(version) / MODEL_FILE
 
     def _model_dir(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ModelNotFound(name)
         override = self._overrides.get(name)
         if override is not None and override.files_root is not None:
@@ -101,7 +106,7 @@ def write_uploaded_files(dest: Path, name: str, files: Mapping[str, object]) -> 
     ``dest/<name>/`` (replacing what an earlier request wrote there); return ``dest``.
 
     Paths are relative to the model's directory, e.g. ``file:1/model.onnx``; none may leave it."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ModelNotFound(name)
     decoded: dict[PurePosixPath, bytes] = {}
     for key, content in files.items():
