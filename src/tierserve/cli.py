@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tierserve import __version__
 from tierserve.security.command import add_keys_command, add_security_arguments, security_overrides
@@ -19,8 +20,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except UsageError as exc:  # bad input from the command line or its files: one line, exit 2
+        print(f"tierserve {args.command}: {exc}", file=sys.stderr)
+        return 2
     return result
+
+
+class UsageError(Exception):
+    """What ``main`` reports as one line with exit status 2."""
+
+
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {raw!r}")
+    return value in ("true", "1", "yes", "on")
+
+
+def _explained(fn: Any) -> Any:
+    """Run ``fn``; the errors that bad input causes become one ``UsageError`` line."""
+    import yaml
+
+    from tierserve.errors import TierserveError
+
+    try:
+        return fn()
+    except TierserveError as exc:
+        raise UsageError(exc.message) from None
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{type(exc).__name__}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,20 +83,49 @@ def _parser() -> argparse.ArgumentParser:
         help="directory of <model>/<version>/model.onnx (env TIERSERVE_MODEL_REPOSITORY)",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument("--port", type=_port, help="port to bind, 0..65535 (default 8000)")
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         help="also serve /metrics on this port, without authentication (Triton's is 8002; default off)",
     )
     serve.add_argument("--metrics-host", help="address of the metrics port (default: --host)")
     serve.add_argument(
         "--grpc-port",
-        type=int,
+        type=_port,
         help="also serve Triton's GRPCInferenceService on this port, e.g. 8001 (default: no gRPC)",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 64 MiB)")
+    serve.add_argument(
+        "--max-decoding-bytes",
+        type=int,
+        help="memory for request bodies being decoded at once, JSON counted at 24x its size; a body "
+        "needing more is refused with 413, one finding it taken waits, then 503 (default 512 MiB)",
+    )
+    serve.add_argument(
+        "--header-timeout", type=float, dest="header_timeout_s", help="seconds for a request's headers (10)"
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, dest="body_timeout_s", help="longest silence inside a body, s (30)"
+    )
+    serve.add_argument(
+        "--max-connections", type=int, help="open connections at most (default: open-file limit - 64)"
+    )
+    serve.add_argument(
+        "--strict-readiness",
+        type=_on_off,
+        metavar="BOOL",
+        help="true (default): /v2/health/ready is 503 while a model the server started with failed to "
+        "load; false: ready once started, whatever the models",
+    )
+    serve.add_argument(
+        "--exit-on-error",
+        type=_on_off,
+        metavar="BOOL",
+        help="true: exit (status 2) when a model fails to load at start-up; "
+        "false (default): serve the others",
+    )
     serve.add_argument(
         "--config",
         type=Path,
@@ -141,8 +210,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tierserve.config import ServerSettings
+    settings = _explained(lambda: _serve_settings(args))
+    if not settings.model_repository.is_dir():
+        print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)
+        return 2
     from tierserve.server import run
+
+    status: int = _explained(lambda: run(settings))
+    return status
+
+
+def _serve_settings(args: argparse.Namespace) -> Any:
+    from tierserve.config import ServerSettings, check_settings
 
     settings = ServerSettings.from_env(
         model_repository=args.model_repository,
@@ -153,6 +232,12 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
+        max_decoding_bytes=args.max_decoding_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        max_connections=args.max_connections,
+        strict_readiness=args.strict_readiness,
+        exit_on_error=args.exit_on_error,
         config_file=args.config_file,
         scheduling=args.scheduling,
         state_dir=args.state_dir,
@@ -163,14 +248,8 @@ def _serve(args: argparse.Namespace) -> int:
         cache_redis=args.cache_redis,
         **security_overrides(args),
     )
-    if not settings.model_repository.is_dir():
-        print(f"tierserve: model repository {settings.model_repository} is not a directory", file=sys.stderr)
-        return 2
-    if settings.max_body_bytes <= 0:  # Triton refuses these too: no request could ever be read
-        print(f"tierserve: --max-body-bytes must be positive, got {settings.max_body_bytes}", file=sys.stderr)
-        return 2
-    run(settings)
-    return 0
+    check_settings(settings)
+    return settings
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -178,11 +257,13 @@ def _profile(args: argparse.Namespace) -> int:
     from tierserve.config import ServerSettings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = ServerSettings.from_env(
-        model_repository=args.model_repository, config_file=args.config_file, state_dir=args.state_dir
+    settings = _explained(
+        lambda: ServerSettings.from_env(
+            model_repository=args.model_repository, config_file=args.config_file, state_dir=args.state_dir
+        )
     )
     out = args.out or settings.state_dir / "profiles"
-    for p in run_profile(settings, args.model, out, args.reps):
+    for p in _explained(lambda: list(run_profile(settings, args.model, out, args.reps))):
         sizes = ", ".join(f"{rows}: {t.p50_ms:.2f}" for rows, t in sorted(p.batches.items()))
         print(f"{p.model} v{p.version} on {p.pool} ({p.kind}) p50 ms by batch size: {sizes}")
     print(f"profiles written to {out}")
@@ -196,9 +277,11 @@ def _simulate(args: argparse.Namespace) -> int:
     from tierserve.sim.scenario import load_scenario, run_all
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    scenario = load_scenario(args.scenario, seed=args.seed)
+    scenario = _explained(lambda: load_scenario(args.scenario, seed=args.seed))
     started = time.perf_counter()
-    outcome = run_all(scenario, baselines=not args.no_baselines, progress=report.ProgressBar())
+    outcome = _explained(
+        lambda: run_all(scenario, baselines=not args.no_baselines, progress=report.ProgressBar())
+    )
     doc = report.summarise(outcome["results"], outcome["fixed_sizes"])
     doc["notes"] = outcome.get("notes", [])
     doc["scenario"] = str(args.scenario)

@@ -24,6 +24,12 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     metrics_port: int = 0  # > 0: /metrics also on this port, without authentication (Triton: 8002)
     metrics_host: str = ""  # where the metrics port listens; empty: the same address as --host
+    max_decoding_bytes: int = 512 * 1024 * 1024  # request bodies being decoded at once (JSON at 24x)
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this
+    body_timeout_s: float = 30.0  # longest silence while a request body arrives
+    max_connections: int = 0  # open HTTP connections; 0: from the file-descriptor limit
+    strict_readiness: bool = True  # ready only when no model the server started with failed to load
+    exit_on_error: bool = False  # exit at start-up if any model fails to load (Triton's default: true)
     graceful_shutdown_s: int = 30
     config_file: Path | None = None  # YAML: tiers, default_tier
     scheduling: str = "tiers"  # "tiers" (priority + deadlines) or "fifo" (tiers ignored: a baseline)
@@ -100,3 +106,28 @@ def load_server_config(path: Path | None) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"server config {path}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
     return doc
+
+
+def check_settings(settings: ServerSettings) -> None:
+    """Refuse settings that cannot work, before anything starts (InvalidInput: one line to the user)."""
+    if not 0 <= settings.port <= 65535:
+        raise InvalidInput(f"port {settings.port} is outside 0..65535")
+    positive = {
+        "max_decoding_bytes": settings.max_decoding_bytes,
+        "header_timeout_s": settings.header_timeout_s,
+        "body_timeout_s": settings.body_timeout_s,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise InvalidInput(f"{name} must be positive, got {value}")
+    if settings.max_connections < 0:
+        raise InvalidInput(
+            f"max_connections must be >= 0 (0: from the open-file limit), got {settings.max_connections}"
+        )
+    state_dir = settings.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create the state directory {state_dir}: {exc.strerror}") from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise InvalidInput(f"the state directory {state_dir} is not writable")

@@ -18,7 +18,7 @@ def test_parse_ignores_case(raw: str) -> None:
     assert Role.parse(raw) is Role.ADMIN
 
 
-@pytest.mark.parametrize("raw", ["root", "", None, 4, "reader "])
+@pytest.mark.parametrize("raw", ["root", "", None, 4, "reader ", "adm\u0131n", "ADM\u0130N", "admin\n"])
 def test_parse_rejects_unknown_roles(raw: object) -> None:
     with pytest.raises(InvalidInput, match="unknown role"):
         Role.parse(raw)

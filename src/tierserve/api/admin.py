@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from tierserve.api.body import read_body
 from tierserve.api.responses import json_response
+from tierserve.cursors import parse_cursor
 from tierserve.errors import InvalidInput
 from tierserve.security import access
 from tierserve.security.access import audited, identity_of
@@ -181,8 +182,6 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidInput(f"invalid cursor '{cursor}'")
     query = AuditQuery(
         since=_time("since", since),
         until=_time("until", until),
@@ -190,7 +189,7 @@ async def audit_log(
         action=action,
         kind=kind,
         limit=limit,
-        before=None if cursor is None else int(cursor),
+        before=parse_cursor(cursor),
     )
     records, next_cursor = await _security(request).audit_page(query)
     return json_response(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from starlette.responses import Response
 
 from tierserve import __version__
 from tierserve.api import admin, collections, jobs, openai, shared_memory_routes, v1, v2
+from tierserve.api.body import BodyReader
 from tierserve.api.responses import error_response, json_response
 from tierserve.api.shared_memory import SystemSharedMemory
 from tierserve.cache import ResultCacheService
@@ -52,7 +52,12 @@ class AppState:
     embeddings: EmbeddingService
     usage: UsageSync
     collections: CollectionService
+    bodies: BodyReader
     shared_memory: SystemSharedMemory = field(default_factory=SystemSharedMemory)
+
+    def begin_shutdown(self) -> None:
+        """The server got SIGTERM/SIGINT: stop taking jobs and end event streams now."""
+        self.jobs.begin_shutdown()
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -75,7 +80,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        exporter = None
         if settings.metrics_port:
             host = settings.metrics_host or settings.host
             exporter = start_exporter(metrics.registry, host, settings.metrics_port)
@@ -83,10 +87,39 @@ def create_app(settings: ServerSettings) -> FastAPI:
         security.start()
         await usage.sync()  # budgets start from what was spent before this start (and by other servers)
         syncing = asyncio.create_task(usage.run(), name="budget-usage")
+
+        async def shut_down() -> None:
+            """Every step runs even when one before it fails (a failed step skipped the job-lease
+            release and the audit flush): jobs first (running jobs finish or are given back), then
+            the engine, and security last (it flushes the audit records of the final requests)."""
+            syncing.cancel()
+            steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("the job service", job_service.stop),
+                ("collections", lambda: asyncio.to_thread(collection_service.close)),  # quick next start
+                ("the engine", lambda: asyncio.to_thread(engine.stop)),
+                ("the result cache", cache.close),
+                ("budget usage", usage.sync),
+                ("security (audit flush)", security.stop),
+            ]
+            for what, step in steps:
+                try:
+                    await step()
+                except Exception:
+                    log.exception("stopping %s failed during shutdown", what)
+            if exporter is not None:
+                exporter.close()
+            app.state.tierserve.shared_memory.close()
+
         await job_service.open()  # an unreachable job database fails the start, not the first job
         await cache.open()  # follows generations from here on; Redis down is no reason to fail
         # Load in the background: /v2/health/live answers at once, /v2/health/ready once loaded.
         loading = asyncio.create_task(asyncio.to_thread(engine.load_all))
+        if settings.exit_on_error:  # Triton's --exit-on-error: every model loads, or the server exits
+            await asyncio.shield(loading)
+            failed = engine.not_ready_reasons()
+            if failed:
+                await shut_down()
+                raise InvalidInput("; ".join(failed) + " (--exit-on-error)")
         job_service.start(loading)  # job workers begin once the models are loaded
         scaling = asyncio.create_task(autoscaler.run()) if settings.autoscale != "off" else None
         grpc_server = None
@@ -101,18 +134,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 await grpc_server.stop(settings.graceful_shutdown_s)  # in-flight calls finish first
             if scaling is not None:
                 scaling.cancel()
-            await asyncio.shield(loading)
-            await job_service.stop()  # before the engine: running jobs finish or are given back
-            await asyncio.to_thread(collection_service.close)  # saves the graphs: a quick next start
-            await asyncio.to_thread(engine.stop)
-            await cache.close()
-            syncing.cancel()
-            with contextlib.suppress(Exception):  # a store that is down: logged by the loop already
-                await usage.sync()
-            await security.stop()  # last: flushes the inference audit records of the final requests
-            if exporter is not None:
-                exporter.close()
-            app.state.tierserve.shared_memory.close()
+            await asyncio.shield(loading)  # load_all never raises
+            await shut_down()
 
     app = FastAPI(
         title="tierserve",
@@ -132,6 +155,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         embeddings=embeddings,
         usage=usage,
         collections=collection_service,
+        bodies=BodyReader(settings.max_body_bytes, settings.max_decoding_bytes),
     )
     # The hot paths first, as plain routes of the application itself: FastAPI's included routers
     # cost a match over every route they hold (8% of the event loop's time in a profile).

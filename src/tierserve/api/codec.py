@@ -206,6 +206,9 @@ def _shape(raw: object, name: str) -> tuple[int, ...]:
         raise InvalidInput(f"input '{name}' needs 'shape', a list of non-negative integers")
     if len(raw) > MAX_DIMS:
         raise InvalidInput(f"input '{name}': a shape has at most {MAX_DIMS} dimensions, got {len(raw)}")
+    # numpy refuses an array whose extent (zero dimensions aside) overflows 63 bits, even when empty.
+    if math.prod(max(d, 1) for d in raw) >= 2**58:
+        raise InvalidInput(f"input '{name}': shape {raw} is larger than any tensor can be")
     return tuple(raw)
 
 

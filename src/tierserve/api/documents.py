@@ -11,6 +11,7 @@ from typing import Any
 from tierserve import __version__
 from tierserve.engine.engine import Engine
 from tierserve.errors import ModelNotFound, Unavailable
+from tierserve.repository.repository import parse_version
 
 EXTENSIONS = [
     "binary_tensor_data",
@@ -56,9 +57,7 @@ def check_model_ready(engine: Engine, model_name: str, model_version: str | None
         repository = engine.repository
         if model_name not in repository.model_names():
             raise
-        if model_version and (
-            not model_version.isdigit() or int(model_version) not in repository.versions(model_name)
-        ):
+        if model_version and parse_version(model_version) not in repository.versions(model_name):
             raise  # a version that does not exist is unknown (404), not "not ready" (503)
         raise Unavailable(f"model '{model_name}' is not ready") from None
 

@@ -35,7 +35,9 @@ def reject_early(
     """Raise Unavailable (503) when the request's tier, known from its headers or key, cannot be
     admitted now; otherwise do nothing and let the request be decoded. ``json_length``: the binary
     extension's ``Inference-Header-Content-Length`` (the JSON part of ``body``), if any."""
-    head = body[: int(json_length)] if json_length and json_length.isdigit() else body
+    head = (
+        body[: int(json_length)] if json_length and json_length.isascii() and json_length.isdigit() else body
+    )
     if any(key in head for key in _BODY_TIER_KEYS):
         return
     engine.admit_early(deployment, request.headers.get("x-tier"), default_tier(request), arrival)

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tierserve.api.body import read_body
 from tierserve.api.responses import json_response
 from tierserve.jobs.job import Job
 from tierserve.jobs.service import JobService
@@ -141,13 +140,13 @@ def _service(request: Request) -> JobService:
 
 async def submit_job(request: Request) -> Response:
     state: AppState = request.app.state.tierserve
-    body = await read_body(request, state.settings.max_body_bytes)
-    job, created = await state.jobs.submit(
-        body,
-        request.headers.get("idempotency-key"),
-        tenant=own_tenant(request),
-        default_tier=default_tier(request),
-    )
+    async with state.bodies.held(request, "job") as held:  # decoded and checked under the budget
+        job, created = await state.jobs.submit(
+            held.body,
+            request.headers.get("idempotency-key"),
+            tenant=own_tenant(request),
+            default_tier=default_tier(request),
+        )
     headers = {"Location": _self(job.id)}
     if not created:
         headers["Idempotent-Replayed"] = "true"

@@ -16,13 +16,14 @@ from starlette.routing import Route
 from tierserve.api import documents
 from tierserve.api.body import read_body
 from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
-from tierserve.api.compression import compress_response, read_decoded_body
+from tierserve.api.compression import compress_response
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
 from tierserve.api.early import reject_early
 from tierserve.api.model_control import load_model, load_parameters
 from tierserve.api.outputs import finish_outputs
 from tierserve.api.raw_binary import decode_raw_request
 from tierserve.api.responses import error_docs, json_response
+from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
 from tierserve.security import access
@@ -74,8 +75,11 @@ async def live() -> Response:
 
 @router.get("/v2/health/ready", tags=["health"], dependencies=access.PUBLIC)
 async def ready(request: Request) -> Response:
-    is_ready = _state(request).engine.ready
-    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+    state = _state(request)
+    reasons = state.engine.not_ready_reasons(strict=state.settings.strict_readiness)
+    if not reasons:
+        return json_response({"ready": True})
+    return json_response({"ready": False, "reason": "; ".join(reasons)}, 503)
 
 
 @router.get("/v2", tags=["metadata"], dependencies=access.READER)
@@ -182,13 +186,18 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
     state = _state(request)
     arrival = state.engine.clock()  # the deadline counts from here
     deployment = state.engine.deployment(model_name, model_version)  # unknown model: 404 before the body
-    body = await read_decoded_body(request, state.settings.max_body_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
-    reject_early(request, state.engine, deployment, body, header_length, arrival)
-    if header_length is not None and header_length.strip() == "0":  # Triton's raw binary request
-        decoded = decode_raw_request(body, deployment.signature, deployment.max_batch_size, model_name)
-    else:
-        decoded = decode_request(body, header_length, state.shared_memory)
+
+    def decode(body: bytes) -> InferRequest:
+        if header_length is not None and header_length.strip() == "0":  # Triton's raw binary request
+            return decode_raw_request(body, deployment.signature, deployment.max_batch_size, model_name)
+        return decode_request(body, header_length, state.shared_memory)
+
+    decoded = await state.bodies.decode(
+        request,
+        decode,
+        check=lambda body: reject_early(request, state.engine, deployment, body, header_length, arrival),
+    )
     decoded.arrival = arrival
     decoded.tier = request.headers.get("x-tier")
     apply_key_tier(request, decoded)  # the API key's tier when the request names none

@@ -14,10 +14,18 @@ from contextlib import contextmanager
 class JobEvents:
     def __init__(self) -> None:
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self.closing = False  # the server is shutting down: streams end instead of waiting
 
     def publish(self, job_id: str) -> None:
         for event in self._watchers.get(job_id, ()):
             event.set()
+
+    def close(self) -> None:
+        """Wake every watcher for the last time; each sees ``closing`` and ends its stream."""
+        self.closing = True
+        for watchers in list(self._watchers.values()):
+            for event in watchers:
+                event.set()
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:

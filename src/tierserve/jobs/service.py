@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tierserve.config import ServerSettings
+from tierserve.cursors import parse_cursor
 from tierserve.engine.engine import Engine
 from tierserve.errors import InvalidInput, NotFound, TierserveError, Unprocessable
 from tierserve.jobs.events import JobEvents
@@ -99,6 +100,12 @@ class JobService:
         self.workers.start(ready)
         self._purger = asyncio.create_task(self._purge_loop(), name="jobs-purge")
         self._summarizer = asyncio.create_task(self._summary_loop(), name="jobs-summary")
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: lease no new jobs and end the event streams, so connections close at once
+        instead of holding the graceful shutdown for its whole timeout."""
+        self.workers.drain()
+        self.events.close()
 
     async def stop(self) -> None:
         for task in (self._purger, self._summarizer):
@@ -189,11 +196,7 @@ class JobService:
             raise InvalidInput(f"unknown job status '{status}'; one of {', '.join(JobStatus)}")
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"'limit' must be from 1 to {MAX_PAGE}")
-        before = None
-        if cursor:
-            if not cursor.isdigit():
-                raise InvalidInput(f"invalid cursor '{cursor}'")
-            before = int(cursor)
+        before = parse_cursor(cursor)
         return await self.store.list_jobs(
             status=None if status is None else JobStatus(status),
             model=model,
@@ -246,5 +249,7 @@ class JobService:
                 elif time.monotonic() - quiet_since >= self.settings.keepalive_s:
                     quiet_since = time.monotonic()
                     yield None
+                if self.events.closing:
+                    return  # the server is shutting down; a client reconnects to another one
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self.settings.watch_poll_s)

@@ -72,6 +72,11 @@ class JobWorkers:
         """A job may be due now (this server just accepted one)."""
         self._wake.set()
 
+    def drain(self) -> None:
+        """Lease nothing more (the server is shutting down); running jobs go on until ``stop``."""
+        self._stopping = True
+        self._wake.set()
+
     async def stop(self) -> None:
         """Lease nothing more; let running jobs finish within the grace period; give back the rest."""
         self._stopping = True

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tierserve.security.rates import NO_LIMITS, Limits
 from tierserve.security.roles import Role
+
+# A tenant name: from API keys and JWT claims alike. No "/" (tenant-scoped keys such as idempotency
+# keys are "<tenant>/<key>"), no whitespace or control characters (fullmatch: "$" lets "\n" through).
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+TENANT_RULE = "1 to 128 letters, digits or . _ : @ - (starting with a letter or digit)"
+
+
+def valid_tenant(name: object) -> bool:
+    return isinstance(name, str) and TENANT_PATTERN.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

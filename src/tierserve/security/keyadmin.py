@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tierserve.errors import InvalidInput, NotFound
+from tierserve.security.identity import TENANT_RULE, valid_tenant
 from tierserve.security.keys import KeyRecord, new_key
 from tierserve.security.rates import NO_LIMITS, Limits
 from tierserve.security.records import ADMIN, AuditRecord
 from tierserve.security.roles import Role
 from tierserve.security.store import SecurityStore
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 MAX_DESCRIPTION = 500
 
 
@@ -33,10 +32,8 @@ class KeySpec:
         if unknown:
             raise InvalidInput(f"unknown fields {sorted(unknown)}")
         tenant = doc.get("tenant")
-        if not isinstance(tenant, str) or not _TENANT.match(tenant):
-            raise InvalidInput(
-                "'tenant' must be 1 to 128 letters, digits or . _ : @ - (starting with a letter or digit)"
-            )
+        if not isinstance(tenant, str) or not valid_tenant(tenant):
+            raise InvalidInput(f"'tenant' must be {TENANT_RULE}")
         tier = doc.get("tier")
         if tier is not None and (not isinstance(tier, str) or tier not in tiers):
             raise InvalidInput(f"unknown tier {tier!r}; configured tiers: {', '.join(tiers)}")

@@ -23,7 +23,7 @@ _UNITS = {
     "m": 60, "min": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hour": 3600, "hours": 3600,
 }  # fmt: skip
-_RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*([a-z]+)\s*)?$")
+_RATE = re.compile(r"\s*(\d{1,18})\s*(?:/\s*([a-z]+)\s*)?", re.ASCII)
 MAX_AMOUNT = 1_000_000
 
 
@@ -35,7 +35,7 @@ class Rate:
     @classmethod
     def parse(cls, raw: str) -> Rate:
         """``"50/s"``, ``"600/min"``, ``"1000/h"``; a bare number is per second."""
-        match = _RATE.match(raw.lower())
+        match = _RATE.fullmatch(raw.lower())
         unit = (match.group(2) or "s") if match else ""
         if match is None or unit not in _UNITS:
             raise InvalidInput(f"invalid rate {raw!r}: expected N/s, N/min or N/h, e.g. 50/s")
@@ -142,7 +142,7 @@ def _text(name: str, raw: object) -> str:
 def _count(name: str, raw: object) -> int | None:
     if raw is None:
         return None
-    if isinstance(raw, str) and raw.isdigit():
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 7:
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw <= MAX_AMOUNT:
         raise InvalidInput(f"'{name}' must be an integer from 1 to {MAX_AMOUNT}")

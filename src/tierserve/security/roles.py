@@ -24,7 +24,8 @@ class Role(enum.IntEnum):
 
     @classmethod
     def parse(cls, raw: object) -> Role:
-        if isinstance(raw, str):
+        # ASCII names only: "adm\u0131n".upper() (a dotless i) is "ADMIN", which made it an admin.
+        if isinstance(raw, str) and raw.isascii():
             try:
                 return cls[raw.upper()]
             except KeyError:

@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 
 from tierserve.errors import InvalidInput, TierserveError, Unauthorized
-from tierserve.security.identity import Identity
+from tierserve.security.identity import TENANT_RULE, Identity, valid_tenant
 from tierserve.security.rates import Limits
 from tierserve.security.roles import Role
 
@@ -101,6 +101,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     tenant, role = claims.get("tenant"), claims.get("role")
     if not isinstance(tenant, str) or not tenant:
         raise Unauthorized("the token has no 'tenant' claim")
+    if not valid_tenant(tenant):
+        raise Unauthorized(f"the token's 'tenant' claim must be {TENANT_RULE}")
     tier = claims.get("tier")
     if tier is not None and not isinstance(tier, str):
         raise Unauthorized("the token's 'tier' claim must be a string")
