@@ -96,8 +96,8 @@ def load_server_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read server config {path}: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidInput(f"server config {path} must be a mapping")
