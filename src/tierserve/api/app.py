@@ -80,6 +80,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exporter = None
         if settings.metrics_port:
             host = settings.metrics_host or settings.host
             exporter = start_exporter(metrics.registry, host, settings.metrics_port)
