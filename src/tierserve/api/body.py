@@ -130,7 +130,7 @@ class BodyReader:
     async def held(self, request: Request, what: str = "request") -> AsyncIterator[HeldBody]:
         """The body of ``request``, with its decoding reserved until the block ends."""
         held = HeldBody(self.budget, self.max_body_bytes, what)
-        held._json_bytes = _json_length(request.headers.get(HEADER_LENGTH))
+        held._json_bytes = json_part_length(request.headers.get(HEADER_LENGTH))
         try:
             declared = _content_length(request)
             if declared is not None:
@@ -229,7 +229,7 @@ def _content_length(request: Request) -> int | None:
     return int(declared)
 
 
-def _json_length(raw: str | None) -> int | None:
+def json_part_length(raw: str | None) -> int | None:
     """The JSON part of a binary-extension body; None (all JSON) when absent or invalid (the codec
     reports an invalid one; counting it all as JSON is the safe side)."""
     if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 19:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from tierserve.api.body import json_part_length
 from tierserve.security.access import default_tier
 
 if TYPE_CHECKING:
@@ -35,9 +36,8 @@ def reject_early(
     """Raise Unavailable (503) when the request's tier, known from its headers or key, cannot be
     admitted now; otherwise do nothing and let the request be decoded. ``json_length``: the binary
     extension's ``Inference-Header-Content-Length`` (the JSON part of ``body``), if any."""
-    head = (
-        body[: int(json_length)] if json_length and json_length.isascii() and json_length.isdigit() else body
-    )
+    json_bytes = json_part_length(json_length)
+    head = body if json_bytes is None else body[:json_bytes]
     if any(key in head for key in _BODY_TIER_KEYS):
         return
     engine.admit_early(deployment, request.headers.get("x-tier"), default_tier(request), arrival)
