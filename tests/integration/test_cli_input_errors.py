@@ -44,13 +44,15 @@ def test_a_port_out_of_range_is_refused(example_repo: Path, tmp_path: Path, port
     _assert_one_line_error(_serve(example_repo, tmp_path, "--port", port), "port")
 
 
-def test_a_port_out_of_range_from_the_environment_is_refused(example_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"), [("TIERSERVE_PORT", "99999"), ("TIERSERVE_MAX_BODY_BYTES", "lots")]
+)
+def test_a_bad_environment_value(example_repo: Path, tmp_path: Path, variable: str, value: str) -> None:
     result = subprocess.run(
         [*console_script(), "serve", "--model-repository", str(example_repo), "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "TIERSERVE_PORT": "99999"},
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, variable: value},
     )  # fmt: skip
-    _assert_one_line_error(result, "port")
+    _assert_one_line_error(result, "port" if variable == "TIERSERVE_PORT" else variable)
 
 
 def test_a_config_that_does_not_exist(example_repo: Path, tmp_path: Path) -> None:
@@ -80,15 +82,6 @@ def test_an_unwritable_state_dir(example_repo: Path, tmp_path: Path) -> None:
         "--state-dir", str(blocker / "state"),
     )  # fmt: skip
     _assert_one_line_error(result, "state directory")
-
-
-def test_a_bad_environment_value(example_repo: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*console_script(), "serve", "--model-repository", str(example_repo), "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "TIERSERVE_MAX_BODY_BYTES": "lots"},
-    )  # fmt: skip
-    _assert_one_line_error(result, "TIERSERVE_MAX_BODY_BYTES")
 
 
 def test_simulate_with_a_missing_scenario(tmp_path: Path) -> None:
