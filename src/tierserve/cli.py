@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
     except UsageError as exc:  # bad input from the command line or its files: one line, exit 2
-        print(f"tierserve {args.command}: {exc}", file=sys.stderr)
+        print(f"tierserve: {exc}", file=sys.stderr)
         return 2
     return result
 

@@ -112,6 +112,8 @@ def check_settings(settings: ServerSettings) -> None:
     """Refuse settings that cannot work, before anything starts (InvalidInput: one line to the user)."""
     if not 0 <= settings.port <= 65535:
         raise InvalidInput(f"port {settings.port} is outside 0..65535")
+    if settings.max_body_bytes <= 0:  # Triton refuses these too: no request could ever be read
+        raise InvalidInput(f"--max-body-bytes must be positive, got {settings.max_body_bytes}")
     positive = {
         "max_decoding_bytes": settings.max_decoding_bytes,
         "header_timeout_s": settings.header_timeout_s,

@@ -56,12 +56,14 @@ class DecodingBudget:
         self._freed = asyncio.Condition()
         self._released_since_trim = 0
 
-    async def acquire(self, n: int, what: str) -> None:
-        if n > self.limit:
+    async def acquire(self, n: int, what: str, *, total: int | None = None) -> None:
+        """Reserve ``n`` more bytes for ``what``, which then holds ``total`` (default ``n``) in all."""
+        whole = n if total is None else total
+        if whole > self.limit:
             raise PayloadTooLarge(
-                f"{what} needs about {n} bytes to decode, over the server's limit of {self.limit} bytes "
-                "being decoded at once (--max-decoding-bytes); send a smaller request, or binary tensor "
-                "data instead of JSON"
+                f"{what} needs about {whole} bytes to decode, which exceeds the limit of {self.limit} "
+                "bytes being decoded at once (--max-decoding-bytes); send a smaller request, or binary "
+                "tensor data instead of JSON"
             )
         if self.in_use + n <= self.limit:  # the common case: no lock, no wait
             self._take(n)
@@ -114,7 +116,8 @@ class HeldBody:
             )
         cost = decoding_cost(body_bytes, self._json_bytes)
         if cost > self.reserved:
-            await self.budget.acquire(cost - self.reserved, f"a {self.what} body of {body_bytes} bytes")
+            what = f"a {self.what} body of {body_bytes} bytes"
+            await self.budget.acquire(cost - self.reserved, what, total=cost)
             self.reserved = cost
 
 
