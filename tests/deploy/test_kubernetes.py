@@ -68,6 +68,21 @@ def test_keda_and_the_hpa_scale_the_deployment_on_an_exported_metric() -> None:
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "prometheus" and "tierserve_" in trigger["metadata"]["query"]
+    assert trigger["type"] == "prometheus" and trigger["metadata"]["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"] == 'sum(tierserve_pool_demand_replicas{pool="cpu"})'
+    # The threshold is the replicas one pod runs: one per core of the pod's CPU limit.
+    cores = container()["resources"]["limits"]["cpu"]
+    assert trigger["metadata"]["threshold"] == cores
     (hpa,) = by_kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "tierserve_pool_demand_replicas"
+    assert metric["pods"]["target"]["averageValue"] == cores
+
+
+def test_the_scaled_metric_is_exported_per_pool() -> None:
+    from tierserve.observability.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.pool_demand.labels("cpu").set(3.5)
+    assert 'tierserve_pool_demand_replicas{pool="cpu"} 3.5' in metrics.render().decode()

@@ -125,6 +125,8 @@ def test_the_metrics_port_needs_no_key_while_the_main_port_does(ops: Ops) -> Non
     # Job counts come from a periodic count; the first one runs at start.
     wait_for(lambda: 'tierserve_jobs{status="queued"}' in ops.scrape(), what="job counts")
     assert "tierserve_jobs_oldest_queued_age_seconds 0.0" in ops.scrape()
+    # What KEDA scales on (deploy/kubernetes): published by the autoscaler's first tick.
+    wait_for(lambda: 'tierserve_pool_demand_replicas{pool="cpu"}' in ops.scrape(), timeout=60, what="demand")
 
 
 def test_cost_is_counted_in_dollars_per_pool_and_tenant(ops: Ops) -> None:

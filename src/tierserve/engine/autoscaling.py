@@ -117,6 +117,8 @@ class LiveAutoscaler:
             report = PoolReport(spec.name, decision.current, desired, tuple(reasons), obs, spec.capacity_rps,
                                 decision.planned_rps)  # fmt: skip
             self.metrics.desired_replicas.labels(spec.name).set(desired)
+            if spec.capacity_rps > 0:
+                self.metrics.pool_demand.labels(spec.name).set(decision.planned_rps / spec.capacity_rps)
             self.latest[spec.name] = report
             reports.append(report)
         return reports

@@ -212,6 +212,14 @@ class Metrics:
             ["pool"],
             registry=self.registry,
         )
+        self.pool_demand = Gauge(
+            "tierserve_pool_demand_replicas",
+            "Replicas this server's own load on the pool needs (planned arrivals over one replica's "
+            "capacity within the tightest target), not capped by this host: sum it over pods and "
+            "divide by the replicas one pod runs to get pods (deploy/kubernetes/keda-scaledobject.yaml).",
+            ["pool"],
+            registry=self.registry,
+        )
         # What a Triton user alerts on besides requests: the process, the build, state at scrape time.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
