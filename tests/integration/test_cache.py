@@ -315,6 +315,43 @@ def test_answers_over_max_bytes_are_served_but_not_stored(pair: Pair) -> None:
     assert metric_value(text, "tierserve_cache_bypassed_total", model="simple_small", reason="too_large") >= 2
 
 
+def test_classification_is_applied_to_each_request_not_to_the_cached_answer(pair: Pair) -> None:
+    classified = simple_body(505, outputs=[{"name": "OUTPUT0", "parameters": {"classification": 2}}])
+    first = infer(pair.a, "simple", classified, pair.acme)["outputs"][0]
+    assert first["datatype"] == "BYTES" and len(first["data"]) == 2
+    a, b = simple_rows(1, seed=505)
+    raw = infer(pair.a, "simple", simple_body(505, outputs=[{"name": "OUTPUT0"}]), pair.acme)  # a hit
+    assert raw["outputs"][0]["data"] == (a + b).ravel().tolist()
+
+    # The same through single flight: a classifying leader and a plain follower of one slow miss,
+    # in that order (the leader waits in the queue behind a blocker while the follower joins it).
+    x = slow_input(9.0, work=10.0)
+    plain = {**x_body(x), "outputs": [{"name": "Y"}]}  # the same key as the leader's
+    leader = {**plain, "outputs": [{"name": "Y", "parameters": {"classification": 1}}]}
+    results: dict[str, dict[str, Any]] = {}
+
+    def call(name: str, body: dict[str, Any]) -> None:
+        results[name] = infer(pair.a, "slow", body, pair.acme)
+
+    def queued() -> float:
+        return metric_value(metrics(pair.a, pair.admin), "tierserve_tier_queue_depth", model="slow")
+
+    threads = []
+    for name, body in (
+        ("blocker", x_body(slow_input(10.0, work=40.0))),
+        ("leader", leader),
+        ("plain", plain),
+    ):
+        threads.append(threading.Thread(target=call, args=(name, body)))
+        threads[-1].start()
+        if name == "leader":
+            wait_for(lambda: queued() >= 1, 30, "the leader to queue behind the blocker")
+    for thread in threads:
+        thread.join()
+    assert results["leader"]["outputs"][0]["datatype"] == "BYTES"
+    assert output(results["plain"]).tolist() == x.tolist()
+
+
 def test_tritons_response_cache_setting_turns_the_cache_on(pair: Pair) -> None:
     before = counts(pair.a, "simple_triton", pair.admin)
     first = infer(pair.a, "simple_triton", simple_body(404), pair.acme)

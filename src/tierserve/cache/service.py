@@ -108,7 +108,7 @@ class ResultCacheService:
         self._evictions_seen = 0
         self._metrics = CacheMetrics(registry, lambda: float(self._local.bytes))
         self._versions: dict[tuple[str, int], _Version] = {}
-        self._flights: Flights[InferResponse] = Flights()
+        self._flights: Flights[tuple[InferResponse, Answer]] = Flights()
         self._redis = RedisTier(redis_url, self._generation_seen) if redis_url else None
         if self._redis is not None:
             self._redis.known = lambda: list(self._versions)
@@ -186,16 +186,23 @@ class ResultCacheService:
         store_key = key_for(digest, store_as)
         flight = self._flights.get(store_key)
         if flight is not None and flight.admits(choice.tier.priority):
-            response = await flight.follow()
-            if response is None:  # the leader failed or went away: its failure is its own
+            led = await flight.follow()
+            if led is None:  # the leader failed or went away: its failure is its own
                 return await engine.infer(deployment, request, cached=False)
             metrics.coalesced.inc()
             engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
-            return Answer.of(response).response(request, deployment.name, deployment.version)
-        work = engine.infer(deployment, request, cached=False)
-        response = await self._flights.lead(store_key, choice.tier.priority, work)
-        self._store(store_key, Answer.of(response), deployment, version, settings, metrics)  # never errors
+            return led[1].response(request, deployment.name, deployment.version)
+        response, answer = await self._flights.lead(
+            store_key, choice.tier.priority, self._compute(deployment, request)
+        )
+        self._store(store_key, answer, deployment, version, settings, metrics)  # errors never get here
         return response
+
+    async def _compute(self, deployment: Deployment, request: InferRequest) -> tuple[InferResponse, Answer]:
+        """The engine's response, and the answer copied out of it before anyone (the leader's API
+        layer applying Triton's classification, say) can change it."""
+        response = await self._engine.infer(deployment, request, cached=False)
+        return response, Answer.of(response)
 
     def _hit(
         self,
