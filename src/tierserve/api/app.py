@@ -24,7 +24,7 @@ from tierserve.config import ServerSettings, load_server_config
 from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
 from tierserve.engine.factory import build_engine
-from tierserve.engine.health import engine_state_metrics
+from tierserve.engine.health import GpuMetrics, engine_state_metrics
 from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.service import JobService
 from tierserve.observability.exporter import start_exporter
@@ -69,6 +69,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         engine, metrics.registry, settings.cache_bytes, settings.cache_redis or settings.redis
     )
     metrics.add_source(lambda: engine_state_metrics(engine))
+    metrics.add_source(GpuMetrics(engine).collect)
     security = SecurityService.from_settings(settings, server_config, metrics.registry, engine.tiers)
     usage = UsageSync(security.store, engine.budgeting.book)
     metrics.add_source(usage.metric_families)
