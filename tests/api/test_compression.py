@@ -13,11 +13,17 @@ from tierserve.api.compression import (
     UnsupportedEncoding,
     choose_encoding,
     compress_response,
-    decode_body,
+    iter_decoded,
 )
 from tierserve.errors import InvalidInput, PayloadTooLarge
 
 BODY = b'{"inputs": []}' * 1000
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    pieces = list(iter_decoded(body, encoding, limit))
+    assert all(len(piece) <= DECODE_STEP for piece in pieces)
+    return b"".join(pieces)
 
 
 @pytest.mark.parametrize(

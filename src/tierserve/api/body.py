@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from tierserve.api.compression import iter_decoded
 from tierserve.errors import InvalidInput, PayloadTooLarge, Unavailable
 
 T = TypeVar("T")
@@ -180,8 +181,6 @@ MAX_CHUNKS = 1 << 16
 
 async def _inflated(held: HeldBody, encoding: str) -> bytes:
     """The body decoded from its Content-Encoding, each piece reserved before the next is inflated."""
-    from tierserve.api.compression import iter_decoded  # compression reads bodies with read_body
-
     pieces: list[bytes] = []
     total = 0
     for number, piece in enumerate(iter_decoded(held.body, encoding, held.max_body_bytes), 1):

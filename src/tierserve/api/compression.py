@@ -9,27 +9,22 @@ compression) and ``response_compression_algorithm`` sends ``Accept-Encoding``. R
    is nothing). Any other coding answers 415.
 2. Decoded bytes count against the same limit as the body itself (``--max-body-bytes``): inflation
    runs ``DECODE_STEP`` bytes at a time and stops with 413 as soon as the output passes the limit,
-   so a small "zip bomb" never grows past the limit in memory.
-3. Large bodies are decoded in a worker thread, so the event loop keeps serving meanwhile.
-4. A response of at least ``MIN_COMPRESS_BYTES`` is compressed with the coding the client prefers
+   so a small "zip bomb" never grows past the limit in memory. ``iter_decoded`` yields the pieces so
+   that the reader (``tierserve.api.body``) reserves each against the decoding budget first.
+3. A response of at least ``MIN_COMPRESS_BYTES`` is compressed with the coding the client prefers
    (``q`` values honoured; gzip on ties); smaller ones are not worth it and go as they are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import zlib
 from collections.abc import Iterator
 
-from starlette.requests import Request
-
-from tierserve.api.body import read_body
 from tierserve.errors import InvalidInput, PayloadTooLarge, TierserveError
 
 DECODE_STEP = 1 << 16  # bytes inflated (and compressed bytes fed) per step
 MIN_COMPRESS_BYTES = 1024
-THREAD_BYTES = 1 << 18  # compressed bodies at least this large are decoded off the event loop
 _GZIP_WBITS = 31
 _ZLIB_WBITS = 15
 _RAW_DEFLATE_WBITS = -15
@@ -37,21 +32,6 @@ _RAW_DEFLATE_WBITS = -15
 
 class UnsupportedEncoding(TierserveError):
     status_code = 415
-
-
-async def read_decoded_body(request: Request, limit: int) -> bytes:
-    """The request body, decoded from its ``Content-Encoding``, at most ``limit`` bytes either way."""
-    body = await read_body(request, limit)
-    encoding = request.headers.get("content-encoding")
-    if not encoding:
-        return body
-    if len(body) >= THREAD_BYTES:
-        return await asyncio.to_thread(decode_body, body, encoding, limit)
-    return decode_body(body, encoding, limit)
-
-
-def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
-    return b"".join(iter_decoded(body, encoding, limit))
 
 
 def iter_decoded(body: bytes, encoding: str, limit: int) -> Iterator[bytes]:
