@@ -38,20 +38,28 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from serving import CLIENT_ERRORS, HttpConnection, get_request, tierserve_server
+from loadgen import (
+    CLIENT_ERRORS,
+    CLOCK_TICKS,
+    HttpConnection,
+    cpu_affinity,
+    exit_on_termination,
+    get_request,
+    process_ticks,
+    tierserve_server,
+)
 
 MINILM = "all-minilm-l6-v2"
 PROJECTED = "minilm-768"
@@ -199,8 +207,7 @@ class Window:
 
 
 def cpu_seconds(pid: int | str) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return process_ticks(pid) / CLOCK_TICKS
 
 
 async def closed_loop(
@@ -350,16 +357,6 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
-@contextlib.contextmanager
-def pinned(cores: str) -> Iterator[None]:
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -477,6 +474,7 @@ async def run(opts: Options, port: int, pid: int, results: dict[str, Any]) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
+    exit_on_termination()  # SIGTERM stops the server too
     options = {**asdict(opts), "repository": str(opts.repository), "out": str(opts.out)}
     results: dict[str, Any] = {"options": options, "load_at_start": load_average()}
     print(f"load average at start: {results['load_at_start']}", flush=True)
@@ -486,7 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cores = [int(c) for c in opts.server_cores.split(",")]
         log_path = opts.out.with_name("retrieval-server.log")
         started = time.perf_counter()
-        with tierserve_server(repo, MINILM, cores, log_path) as server, pinned(opts.client_cores):
+        with (
+            tierserve_server(repo, MINILM, cores, log_path) as server,
+            cpu_affinity(int(c) for c in opts.client_cores.split(",")),
+        ):
             asyncio.run(run(opts, server.port, server.pid, results))
         results["wall_s"] = round(time.perf_counter() - started, 1)
     results["client_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

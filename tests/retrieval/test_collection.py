@@ -112,3 +112,14 @@ def test_vectors_are_checked(store: CollectionStore, tmp_path: Path) -> None:
             collection.check_vectors(rows, "items")
     unit = collection.check_vectors(np.full((1, DIM), 3.0), "items")
     assert np.linalg.norm(unit) == pytest.approx(1.0)
+
+
+def test_items_without_metadata_beside_filtered_ones(store: CollectionStore, tmp_path: Path) -> None:
+    collection = _open(store, tmp_path)
+    tagged = _items(10)
+    collection.upsert(tagged)
+    bare = [NewItem(f"bare{i}", item.vector, None, {}, None) for i, item in enumerate(_items(3000, seed=2))]
+    collection.upsert(bare)  # slots beyond the columns' capacity, with no metadata
+    hits = collection.search(tagged[3].vector, 5, parse({"group": 3}))
+    assert [h.key for h in hits] == ["v3"]
+    assert len(collection.search(tagged[3].vector, 5, parse({"group": {"$ne": 3}}))) == 5

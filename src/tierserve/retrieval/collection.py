@@ -128,11 +128,11 @@ class Collection:
             self._vectors.write(slots, np.stack([item.vector for item in items]))
             rows = [ItemRow(it.key, int(s), it.metadata, it.text) for it, s in zip(items, slots, strict=True)]
             replaced = self._store.upsert(self.record.id, rows, first + len(items))  # acknowledged here
-            self._next_slot = first + len(items)
             for item, slot in zip(items, slots, strict=True):
                 self._place(int(slot), item.key)
                 if item.flat:
                     self._columns.set(int(slot), item.flat)
+            self._next_slot = first + len(items)  # after the slots exist: readers size by it
             self._index.add(slots.astype(np.uint64), self._vectors.read(slots))
             self._forget(replaced)
             self._count += len(items) - len(replaced)
@@ -150,7 +150,7 @@ class Collection:
     def delete_where(self, node: Filter) -> int:
         with self._write:
             self._columns.check(node)
-            size = self._next_slot
+            size = min(self._next_slot, len(self._alive))
             mask = self._columns.evaluate(node, size) & self._alive[:size]
             keys = [k for k in (self._keys[int(s)] for s in np.flatnonzero(mask)) if k is not None]
         return self.delete_keys(keys) if keys else 0
@@ -227,8 +227,8 @@ class Collection:
     ) -> list[Hit]:
         """The ``k`` best items, best first, with exact scores (see the module docstring)."""
         want = k * overfetch
-        size = self._next_slot
         alive = self._alive
+        size = min(self._next_slot, len(alive))
         if node is not None:
             self._columns.check(node)
             mask = self._columns.evaluate(node, size) & alive[:size]

@@ -130,6 +130,9 @@ class MetadataColumns:
             negated = node.negate if isinstance(node, In) else node.op == "ne"
             return ~present if negated else present
         num, code = column.num[:size], column.code[:size]
+        if len(num) < size:  # slots past the columns' capacity hold no metadata
+            num = np.concatenate([num, np.full(size - len(num), np.nan)])
+            code = np.concatenate([code, np.full(size - len(code), -1, dtype=np.int32)])
         if isinstance(node, Exists):
             held: np.ndarray = ~np.isnan(num) | (code >= 0)
             return held if node.present else ~held
