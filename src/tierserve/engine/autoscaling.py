@@ -206,7 +206,7 @@ class LiveAutoscaler:
             capacities.append((by_model.get((runner.name, runner.version), 0.0), cap))
         capacity = _blend(capacities)
         local = pool.kind in LOCAL_KINDS
-        return PlanPool(
+        plan = PlanPool(
             pool.name,
             capacity,
             cost_per_hour=pool.cost_per_hour,
@@ -217,6 +217,7 @@ class LiveAutoscaler:
             per_request=per_request,
             host=HOST if local else None,
         )
+        return self.engine.budgeting.plan_pool(plan)  # free-tier quotas first, spent budgets shut
 
     def _max(self, pool: PoolSpec) -> int:
         if pool.kind == "remote":

@@ -4,7 +4,8 @@ Before routing, a tenant whose budget is spent is refused (429 naming the budget
 cheapest pool that serves it, best effort. While routing, a pool whose budget or free quota is used
 up is closed to new work, and a pool with free quota left costs nothing, so it is chosen first
 whenever it meets the deadline. After serving, the request's cost counts against every budget and
-quota it touched. Budget windows are calendar windows, so this module reads the wall clock.
+quota it touched. The fleet planner sees the same: a free pool at no cost, a shut pool at its floor.
+Budget windows are calendar windows, so this module reads the wall clock.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from tierserve.autoscale.planner import PlanPool
 from tierserve.budgets.policy import BudgetBook, Verdict
 from tierserve.errors import RateLimited
 from tierserve.router.policy import PoolOption
@@ -58,6 +60,18 @@ class Budgeting:
                     o if o.cost_per_item <= cheapest else replace(o, available=False) for o in adjusted
                 ]
         return adjusted
+
+    def plan_pool(self, pool: PlanPool) -> PlanPool:
+        """A pool as the fleet planner should price it now: free while its quota lasts (so the
+        planner fills it first), kept at its floor once a budget or a closed quota shuts it."""
+        if not self.active:
+            return pool
+        state = self.book.pool_state(pool.name, self.clock())
+        if not state.open:
+            return replace(pool, max_replicas=pool.min_replicas)
+        if state.free:
+            return replace(pool, cost_per_hour=0.0, cost_per_1k_requests=0.0)
+        return pool
 
     def record(
         self, tenant: str | None, pool: str, dollars: float, rows: int, replica_seconds: float
