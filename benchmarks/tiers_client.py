@@ -65,7 +65,7 @@ async def open_loop(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
-    return {"status": status, "latency": latency, "lag": lag, "service": service}
+    return {"status": status, "latency": latency, "lag": lag, "service": service, "arrivals": arrivals}
 
 
 async def closed_loop(url: str, body: bytes, connections: int, seconds: float) -> dict[str, np.ndarray]:

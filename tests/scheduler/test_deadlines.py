@@ -63,21 +63,31 @@ def test_earliest_deadline_first_within_a_tier() -> None:
 IDLE_OTHER = [-math.inf]  # another replica is idle: the batch asking now need not hold gold
 
 
-def test_batch_grows_only_while_the_head_still_makes_its_deadline() -> None:
-    q = queue()
-    q.push(req("g", GOLD, budget_ms=26), now=0.0)  # 4 rows take 25 ms, 5 rows 30 ms
+def test_batch_grows_only_while_the_head_still_makes_its_deadline_less_the_margin() -> None:
+    q = queue(activity_window_s=0.0)  # no tier counts as active: no cut, only deadlines limit
+    q.push(req("g", GOLD, budget_ms=26), now=0.0)  # ends by 26 - 2.6 ms: 3 rows take 20 ms, 4 rows 25
     for i in range(10):
         q.push(req(f"b{i}", BRONZE), now=0.0)
-    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g", "b0", "b1", "b2"]
+    assert names(q.next_batch(0.001, IDLE_OTHER)) == ["g", "b0", "b1"]
 
 
 def test_a_late_joiner_cannot_break_an_earlier_members_deadline() -> None:
-    q = queue()
+    q = queue(activity_window_s=0.0)
     q.push(req("s", SILVER, budget_ms=150), now=0.0)
     q.push(req("s-tight", SILVER, budget_ms=160), now=0.0)
-    q.push(req("g-tight", GOLD, budget_ms=16), now=0.0)
-    # g-tight allows 2 rows (15 ms); s joins; s-tight would make 3 rows (20 ms) > 16 ms.
-    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g-tight", "s"]
+    q.push(req("g-tight", GOLD, budget_ms=20), now=0.0)
+    # g-tight must end by 18 ms: 2 rows (15 ms) at 1 ms; s joins; s-tight would make 3 rows (20 ms).
+    assert names(q.next_batch(0.001, IDLE_OTHER)) == ["g-tight", "s"]
+
+
+def test_a_batch_headed_by_gold_is_split_over_the_replicas_freeing_up_next() -> None:
+    q = queue()
+    for i in range(10):
+        q.push(req(f"g{i}", GOLD), now=0.0)
+    # Another replica is idle: no cut for the invariant, but gold's batch ends within half the slack
+    # (35 / 2 ms: 2 rows), so the next replica takes the next gold rather than all of it waiting.
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g0", "g1"]
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g2", "g3"]
 
 
 def test_one_replica_cuts_batches_to_golds_slack_while_gold_is_active_and_not_after() -> None:

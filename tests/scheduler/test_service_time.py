@@ -34,3 +34,11 @@ def test_max_rows_within_a_time_budget() -> None:
     assert est.max_rows_within(0.025, limit=32) == 4
     assert est.max_rows_within(0.001, limit=32) == 1
     assert est.max_rows_within(1.0, limit=8) == 8
+
+
+def test_a_new_size_between_known_ones_starts_with_their_spread_not_a_pessimistic_guess() -> None:
+    est = ServiceTimeEstimator(margin=2.0)
+    est.seed(8, 0.032, 0.001)
+    est.seed(16, 0.062, 0.003)
+    est.observe(12, 0.047)
+    assert est.predict(12) == pytest.approx(0.047 + 2 * 0.002)

@@ -37,7 +37,10 @@ class ServiceTimeEstimator:
         self.version += 1
         point = self._points.get(rows)
         if point is None:
-            self._points[rows] = _Point(seconds, seconds / 4)
+            # A size first seen between known ones: their spread, not a guess of a quarter of the
+            # time, which would make every new size look far slower than it is for a while.
+            dev = self._interpolate(rows, lambda p: p.dev) if self._points else seconds / 4
+            self._points[rows] = _Point(seconds, dev)
             bisect.insort(self._sizes, rows)
             return
         point.dev += self.beta * (abs(seconds - point.mean) - point.dev)
