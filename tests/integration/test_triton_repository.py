@@ -107,6 +107,10 @@ def triton_repo(example_repo: Path, tmp_path_factory: pytest.TempPathFactory) ->
     _model(repo, "reshaped", example_repo / "identity_fp32", RESHAPED)
     both = _model(repo, "both", example_repo / "identity_fp32", BOTH)
     (both / "config.yaml").write_text("max_batch_size: 2\n")  # config.yaml wins where both say
+    plan = repo / "tensorrt_model"  # a Triton repository may hold models of other backends
+    (plan / "1").mkdir(parents=True)
+    (plan / "1" / "model.plan").write_bytes(b"not onnx")
+    (plan / "config.pbtxt").write_text('platform: "tensorrt_plan"\nmax_batch_size: 8\n')
     return repo
 
 
@@ -209,6 +213,16 @@ def test_an_unparsable_config_pbtxt_makes_that_model_unavailable_with_the_reason
     assert row["state"] == "UNAVAILABLE" and "line 2" in row["reason"]
     assert not tclient.is_model_ready("broken")
     assert tclient.is_model_ready("simple")  # one broken model affects only itself
+
+
+def test_a_model_of_another_backend_is_listed_unavailable_with_the_reason(
+    tclient: httpclient.InferenceServerClient, triton_server: RunningServer
+) -> None:
+    (row,) = [r for r in tclient.get_model_repository_index() if r["name"] == "tensorrt_model"]
+    assert row["state"] == "UNAVAILABLE"
+    assert row["reason"] == "no <version>/model.onnx (tierserve serves ONNX models): 1/model.plan"
+    assert "model tensorrt_model is not served" in triton_server.log_text()
+    assert tclient.is_server_ready()  # what tierserve cannot serve does not hold readiness down
 
 
 # -- model control with Triton's overrides --------------------------------------------------------

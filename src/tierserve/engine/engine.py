@@ -138,6 +138,8 @@ class Engine:
         except OSError as exc:
             log.error("cannot list the model repository %s: %s", self.repository.root, exc)
             names = []
+        for name, reason in self.repository.unservable().items():
+            log.warning("model %s is not served: %s", name, reason)
         for name in names:
             try:
                 self.load(name, at_start=True)
@@ -440,7 +442,9 @@ class Engine:
                 rows.append(
                     {"name": name, "version": str(version), "state": entry.state, "reason": entry.reason}
                 )
-        return rows
+        for name, reason in self.repository.unservable().items():  # e.g. a Triton repo's TensorRT models
+            rows.append({"name": name, "version": "", "state": ModelState.UNAVAILABLE, "reason": reason})
+        return sorted(rows, key=lambda row: row["name"])
 
     def stats(self, name: str | None = None, version: str | None = None) -> list[dict[str, object]]:
         if name is None:

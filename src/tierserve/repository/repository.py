@@ -68,6 +68,31 @@ class ModelRepository:
         }
         return sorted(on_disk | uploaded)
 
+    def unservable(self) -> dict[str, str]:
+        """Model directories of a Triton repository that tierserve cannot serve (no
+        ``<version>/model.onnx``: TensorRT, TensorFlow, Python models...), each with the reason."""
+        found: dict[str, str] = {}
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return found
+        for entry in entries:
+            if not entry.is_dir() or not _NAME.fullmatch(entry.name) or self.versions(entry.name):
+                continue
+            try:
+                files = sorted(
+                    f"{version.name}/{item.name}"
+                    for version in entry.iterdir()
+                    if version.name.isdigit() and version.is_dir()
+                    for item in version.iterdir()
+                )
+            except OSError:
+                continue
+            if files or (entry / PBTXT_FILE).is_file():
+                shown = ", ".join(files[:3]) or "no version directories"
+                found[entry.name] = f"no <version>/{MODEL_FILE} (tierserve serves ONNX models): {shown}"
+        return found
+
     def versions(self, name: str) -> list[int]:
         model_dir = self._model_dir(name)
         if not model_dir.is_dir():
