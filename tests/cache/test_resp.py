@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 
 from security import redis_server
-from tierserve.cache.resp import RedisReplyError, RespClient, encode, read_reply
+from tierserve.cache.resp import Incomplete, RedisReplyError, RespClient, encode, parse
 
 
-def parse(raw: bytes) -> object:
-    async def go() -> object:
-        reader = asyncio.StreamReader()
-        reader.feed_data(raw)
-        reader.feed_eof()
-        return await read_reply(reader)
-
-    return asyncio.run(go())
+def whole(raw: bytes) -> object:
+    value, end = parse(raw, 0)
+    assert end == len(raw)
+    return value
 
 
 def test_encode() -> None:
@@ -38,15 +35,36 @@ def test_encode() -> None:
     ],
 )
 def test_replies(raw: bytes, expected: object) -> None:
-    assert parse(raw) == expected
+    assert whole(raw) == expected
+    for cut in range(len(raw)):  # every prefix is incomplete, not a wrong reply
+        with pytest.raises(Incomplete):
+            parse(raw[:cut], 0)
+
+
+def test_replies_follow_each_other_in_one_buffer() -> None:
+    buffer = b"+OK\r\n$2\r\nab\r\n:7\r\n"
+    first, at = parse(buffer, 0)
+    second, at = parse(buffer, at)
+    third, at = parse(buffer, at)
+    assert (first, second, third, at) == (b"OK", b"ab", 7, len(buffer))
 
 
 def test_error_replies_are_returned_as_errors() -> None:
-    reply = parse(b"-WRONGTYPE Operation against a key\r\n")
+    reply = whole(b"-WRONGTYPE Operation against a key\r\n")
     assert isinstance(reply, RedisReplyError) and "WRONGTYPE" in str(reply)
 
 
-def test_commands_pipeline_on_one_connection_against_a_real_redis() -> None:
+def loop_factories() -> list[object]:
+    """asyncio's own loop, and uvloop's (the server's: its transports are not asyncio.Transport)."""
+    try:
+        import uvloop
+    except ImportError:
+        return [None]
+    return [None, uvloop.new_event_loop]
+
+
+@pytest.mark.parametrize("loop_factory", loop_factories(), ids=lambda f: "asyncio" if f is None else "uvloop")
+def test_commands_pipeline_on_one_connection_against_a_real_redis(loop_factory: Any) -> None:
     url = redis_server.server().url
 
     async def go() -> None:
@@ -65,7 +83,8 @@ def test_commands_pipeline_on_one_connection_against_a_real_redis() -> None:
         finally:
             await client.close()
 
-    asyncio.run(go())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(go())
 
 
 def test_an_unanswering_server_times_out_and_the_next_call_reconnects() -> None:

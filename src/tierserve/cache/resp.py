@@ -3,9 +3,11 @@
 Why not redis-py's asyncio client: measured here, an MGET cost 87 µs of CPU through it and 14 µs
 through plain asyncio streams, and every cache lookup of a model with a Redis layer pays one (a
 write one more). This client keeps one connection per server and pipelines on it: each command is
-written at once and its future queued; one reader task parses replies (RESP2) in order and resolves
-the futures in the same order. A failed or timed-out connection fails every pending command and is
-replaced on the next call. Generations and pub/sub (rare, off the hot path) still use redis-py.
+written at once and its future queued; replies (RESP2) are parsed as they arrive, in the
+protocol's ``data_received``, and resolve the futures in order, so a reply wakes its caller
+directly (no reader task between them: one trip through the event loop instead of two). A failed
+or timed-out connection fails every pending command and is replaced on the next call.
+Generations and pub/sub (rare, off the hot path) still use redis-py.
 
 Example::
 
@@ -17,16 +19,64 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 
 class RedisReplyError(Exception):
     """Redis answered with an error reply (``-ERR ...``)."""
+
+
+class Incomplete(Exception):
+    """The buffer ends inside a reply: wait for more bytes."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, on_lost: Callable[[_Connection, BaseException], None]) -> None:
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._on_lost = on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        position = 0
+        try:
+            while position < len(buffer):
+                try:
+                    reply, position = parse(buffer, position)
+                except Incomplete:
+                    break
+                if not self.pending:
+                    raise ConnectionError("a reply nobody asked for")
+                future = self.pending.popleft()
+                if future.done():
+                    continue  # its caller timed out; the order is kept all the same
+                if isinstance(reply, RedisReplyError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (ConnectionError, ValueError) as exc:
+            self._on_lost(self, exc)
+            return
+        del buffer[:position]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(self, exc or ConnectionError("redis closed the connection"))
+
+    def send(self, args: tuple[bytes, ...]) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        self.transport.write(encode(args))
+        return future
 
 
 class RespClient:
@@ -45,9 +95,7 @@ class RespClient:
         self._auth = (username, password)
         self._tls = tls
         self.timeout_s = timeout_s
-        self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[asyncio.Future[Any]] = deque()
-        self._reader_task: asyncio.Task[None] | None = None
+        self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
 
     @classmethod
@@ -69,81 +117,59 @@ class RespClient:
     async def command(self, *args: bytes) -> Any:
         """Send one command and wait (at most ``timeout_s``) for its reply. Raises OSError or
         TimeoutError (the connection is then dropped) or RedisReplyError."""
+        connection = self._connection
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self._writer is None:
-                    await self._connect()
-                return await self._send(args)
-        except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError) as exc:
-            self._drop(exc)
+                if connection is None:
+                    connection = await self._connect()
+                return await connection.send(args)
+        except (OSError, TimeoutError) as exc:
+            if connection is not None:
+                self._lost(connection, exc)
             raise
 
     def send_nowait(self, args: tuple[bytes, ...], done: Callable[[asyncio.Future[Any]], None]) -> None:
         """Send a command whose reply nobody waits for (``done`` sees it, or its failure). Needs a
         connection: with none (yet, or after a failure), the command is skipped as failed."""
-        if self._writer is None:
+        if self._connection is None:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(ConnectionError("no connection to redis"))
         else:
-            future = self._send(args)
+            future = self._connection.send(args)
         future.add_done_callback(done)
 
     async def close(self) -> None:
-        self._drop(ConnectionError("closed"))
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader_task
+        if self._connection is not None:
+            self._lost(self._connection, ConnectionError("closed"))
 
-    def _send(self, args: tuple[bytes, ...]) -> asyncio.Future[Any]:
-        assert self._writer is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(future)
-        self._writer.write(encode(args))
-        return future
-
-    async def _connect(self) -> None:
+    async def _connect(self) -> _Connection:
         async with self._connecting:
-            if self._writer is not None:
-                return
+            if self._connection is not None:
+                return self._connection
             context = ssl.create_default_context() if self._tls else None
-            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context)
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read(reader, writer))
+            loop = asyncio.get_running_loop()
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._lost), self.host, self.port, ssl=context
+            )
+            self._connection = connection
             username, password = self._auth
             if password is not None:
                 login = [username.encode()] if username else []
-                await self._send((b"AUTH", *login, password.encode()))
+                await connection.send((b"AUTH", *login, password.encode()))
             if self.db:
-                await self._send((b"SELECT", str(self.db).encode()))
+                await connection.send((b"SELECT", str(self.db).encode()))
+            return connection
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                reply = await read_reply(reader)
-                if not self._pending:
-                    raise ConnectionError("a reply nobody asked for")
-                future = self._pending.popleft()
-                if future.done():
-                    continue  # its caller timed out; the order is kept all the same
-                if isinstance(reply, RedisReplyError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._writer is writer:
-                self._drop(exc)
-
-    def _drop(self, exc: BaseException) -> None:
-        writer, self._writer = self._writer, None
-        pending, self._pending = self._pending, deque()
+    def _lost(self, connection: _Connection, exc: BaseException) -> None:
+        """Fail everything pending on ``connection`` and forget it (the next call reconnects)."""
+        if self._connection is connection:
+            self._connection = None
+        pending, connection.pending = connection.pending, deque()
         for future in pending:
             if not future.done():
                 future.set_exception(ConnectionError(f"redis connection lost: {exc!r}"))
-        if writer is not None:
-            writer.close()
+        if connection.transport is not None:
+            connection.transport.close()
 
 
 def encode(args: tuple[bytes, ...]) -> bytes:
@@ -155,23 +181,33 @@ def encode(args: tuple[bytes, ...]) -> bytes:
     return b"".join(parts)
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Any:
-    line = await reader.readuntil(b"\r\n")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"$":
-        length = int(rest)
+def parse(buffer: bytes | bytearray, position: int) -> tuple[Any, int]:
+    """One RESP2 reply starting at ``position``: (value, the position after it); Incomplete when the
+    buffer ends inside it. Error replies are returned as RedisReplyError values."""
+    end = buffer.find(b"\r\n", position)
+    if end < 0:
+        raise Incomplete
+    kind, line, position = buffer[position], bytes(buffer[position + 1 : end]), end + 2
+    if kind == 0x24:  # $ bulk string
+        length = int(line)
         if length < 0:
-            return None
-        return (await reader.readexactly(length + 2))[:-2]
-    if kind == b"*":
-        count = int(rest)
+            return None, position
+        if len(buffer) < position + length + 2:
+            raise Incomplete
+        return bytes(buffer[position : position + length]), position + length + 2
+    if kind == 0x2A:  # * array
+        count = int(line)
         if count < 0:
-            return None
-        return [await read_reply(reader) for _ in range(count)]
-    if kind == b"+":
-        return rest
-    if kind == b":":
-        return int(rest)
-    if kind == b"-":
-        return RedisReplyError(rest.decode(errors="replace"))
-    raise ConnectionError(f"unexpected reply from redis: {line[:80]!r}")
+            return None, position
+        items = []
+        for _ in range(count):
+            item, position = parse(buffer, position)
+            items.append(item)
+        return items, position
+    if kind == 0x2B:  # + simple string
+        return line, position
+    if kind == 0x3A:  # : integer
+        return int(line), position
+    if kind == 0x2D:  # - error
+        return RedisReplyError(line.decode(errors="replace")), position
+    raise ConnectionError(f"unexpected reply from redis: {bytes(buffer[position - 2 : end + 2])[:80]!r}")
