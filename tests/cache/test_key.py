@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tierserve.cache.key import APPROX, EXACT, KeyPrefix, cacheable, key_for, request_key
+from tierserve.cache.key import (
+    APPROX,
+    EXACT,
+    MAX_KEYED_INPUT_BYTES,
+    KeyPrefix,
+    cacheable,
+    input_bytes,
+    key_for,
+    request_key,
+)
 from tierserve.datatypes import BY_NAME
 from tierserve.engine.request import InferRequest, InputTensor, RequestedOutput
 
@@ -136,3 +145,9 @@ def test_precision_classes_have_distinct_keys() -> None:
 )
 def test_cacheable(parameters: dict[str, object], expected: bool) -> None:
     assert cacheable(request(parameters=parameters)) is expected
+
+
+def test_input_bytes_tells_requests_too_large_to_key() -> None:
+    assert input_bytes(request()) == 2 * 6 * 4
+    big = InputTensor("A", BY_NAME["UINT8"], np.zeros(MAX_KEYED_INPUT_BYTES + 1, dtype=np.uint8))
+    assert input_bytes(request(inputs=[big])) > MAX_KEYED_INPUT_BYTES

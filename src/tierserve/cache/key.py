@@ -45,6 +45,10 @@ NEUTRAL_PARAMETERS = frozenset({"tier", "priority", "timeout", "binary_data_outp
 # Parameters of stateful (sequence) models: the answer depends on earlier requests, so never cached.
 SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})
 
+# Inputs larger than this are not keyed (served uncached): hashing runs on the event loop, and
+# 4 MiB takes about 6 ms here. Images and batches of sentences are far below it.
+MAX_KEYED_INPUT_BYTES = 4 << 20
+
 _LEN = struct.Struct("<Q")
 
 
@@ -82,6 +86,11 @@ def cacheable(request: InferRequest) -> bool:
     if params.get("cache") is False:
         return False
     return not any(params.get(name) for name in SEQUENCE_PARAMETERS)
+
+
+def input_bytes(request: InferRequest) -> int:
+    """Bytes the key would hash (BYTES tensors counted at 8 per element: a cheap lower bound)."""
+    return sum(tensor.array.nbytes for tensor in request.inputs)
 
 
 def request_key(prefix: KeyPrefix, request: InferRequest) -> bytes:

@@ -62,8 +62,8 @@ class CacheMetrics:
         self.bypassed = Counter(
             "tierserve_cache_bypassed",
             "Requests of cached models served without (part of) the cache: redis_down, too_large "
-            '(answer over max_bytes, not stored), not_cacheable (sequence or "cache": false), swapping '
-            "(the request's model version was being reloaded).",
+            "(answer over max_bytes: not stored; or inputs over 4 MiB: not looked up), not_cacheable "
+            '(sequence or "cache": false), swapping (the request\'s model version was being reloaded).',
             ["model", "reason"],
             registry=registry,
         )

@@ -36,7 +36,16 @@ from prometheus_client import CollectorRegistry
 
 from tierserve.cache.answer import Answer, CorruptEntry
 from tierserve.cache.flight import Flights
-from tierserve.cache.key import APPROX, EXACT, KeyPrefix, cacheable, key_for, request_key
+from tierserve.cache.key import (
+    APPROX,
+    EXACT,
+    MAX_KEYED_INPUT_BYTES,
+    KeyPrefix,
+    cacheable,
+    input_bytes,
+    key_for,
+    request_key,
+)
 from tierserve.cache.lru import ByteLRU
 from tierserve.cache.metrics import CacheMetrics, ModelCacheMetrics
 from tierserve.cache.redis_tier import RedisTier, TierDown, answer_key
@@ -147,6 +156,9 @@ class ResultCacheService:
             return await engine.infer(deployment, request, cached=False)
         if not cacheable(request):
             metrics.bypassed["not_cacheable"].inc()
+            return await engine.infer(deployment, request, cached=False)
+        if input_bytes(request) > MAX_KEYED_INPUT_BYTES:
+            metrics.bypassed["too_large"].inc()
             return await engine.infer(deployment, request, cached=False)
         started = time.perf_counter_ns()
         choice = engine.choose_tier(deployment.name, request)
