@@ -45,6 +45,10 @@ class ServerSettings:
     job_retry_max_s: float = 300.0
     job_result_ttl_s: float = 86400.0  # finished jobs (and their results) are purged after this
     job_poll_interval_s: float = 0.5  # how often idle workers look for jobs other servers accepted
+    max_jobs: int = 100_000  # unfinished jobs stored at most (503 + Retry-After beyond); 0: no limit
+    max_jobs_per_tenant: int = 10_000  # unfinished jobs of one tenant (429 + Retry-After); 0: no limit
+    max_job_body_bytes: int = 8 * 1024 * 1024  # a job's request as stored (413 beyond)
+    max_job_result_bytes: int = 16 * 1024 * 1024  # a larger result fails its job instead of being stored
     # security (tierserve.security): auth is on once keys or JWT settings exist, or off loopback
     insecure: bool = False  # serve without auth on a non-loopback address while no keys exist
     redis: str = ""  # redis://...: rate and concurrency limits shared by servers; empty: in process

@@ -131,9 +131,12 @@ class BodyReader:
         self.budget = DecodingBudget(max_decoding_bytes)
 
     @contextlib.asynccontextmanager
-    async def held(self, request: Request, what: str = "request") -> AsyncIterator[HeldBody]:
-        """The body of ``request``, with its decoding reserved until the block ends."""
-        held = HeldBody(self.budget, self.max_body_bytes, what)
+    async def held(
+        self, request: Request, what: str = "request", *, limit: int | None = None
+    ) -> AsyncIterator[HeldBody]:
+        """The body of ``request`` (at most ``limit`` bytes, default ``max_body_bytes``), with its
+        decoding reserved until the block ends."""
+        held = HeldBody(self.budget, min(limit or self.max_body_bytes, self.max_body_bytes), what)
         held._json_bytes = json_part_length(request.headers.get(HEADER_LENGTH))
         try:
             declared = _content_length(request)

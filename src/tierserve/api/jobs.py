@@ -140,7 +140,8 @@ def _service(request: Request) -> JobService:
 
 async def submit_job(request: Request) -> Response:
     state: AppState = request.app.state.tierserve
-    async with state.bodies.held(request, "job") as held:  # decoded and checked under the budget
+    limit = state.settings.max_job_body_bytes  # stored until the job is purged: a tighter bound
+    async with state.bodies.held(request, "job", limit=limit) as held:  # decoded under the budget
         job, created = await state.jobs.submit(
             held.body,
             request.headers.get("idempotency-key"),

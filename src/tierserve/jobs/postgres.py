@@ -21,7 +21,14 @@ from tierserve.jobs.group_commit import GroupCommit
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import SUMMARY_QUERY, finish_params, lease_order, list_filter, summary_from_rows
+from tierserve.jobs.store import (
+    SUMMARY_QUERY,
+    UNFINISHED_QUERY,
+    finish_params,
+    lease_order,
+    list_filter,
+    summary_from_rows,
+)
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -235,6 +242,11 @@ class PostgresJobStore:
         if row is not None:
             return job_from_row(row), True
         return await self.get(job_id, with_result=False), False
+
+    async def unfinished(self) -> dict[str | None, int]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(UNFINISHED_QUERY)
+            return {tenant: int(n) for tenant, n in await cursor.fetchall()}
 
     async def summary(self) -> JobSummary:
         async with self._pool.connection() as conn:

@@ -28,6 +28,7 @@ from tierserve.engine.engine import Engine
 from tierserve.errors import InvalidInput, NotFound, TierserveError, Unprocessable
 from tierserve.jobs.events import JobEvents
 from tierserve.jobs.job import Job, JobSummary, Page
+from tierserve.jobs.quota import JobQuota
 from tierserve.jobs.states import JobStatus, RetryPolicy, conflict
 from tierserve.jobs.store import JobStore, open_store
 from tierserve.jobs.submission import SubmitDefaults, build_spec
@@ -45,6 +46,8 @@ class JobSettings:
     defaults: SubmitDefaults
     watch_poll_s: float = 1.0  # how soon a watcher sees changes made by another server
     keepalive_s: float = 15.0
+    max_jobs: int = 0  # unfinished jobs at most (0: no limit); see tierserve.jobs.quota
+    max_jobs_per_tenant: int = 0
 
     @classmethod
     def from_server(cls, settings: ServerSettings) -> JobSettings:
@@ -55,9 +58,12 @@ class JobSettings:
                 poll_s=settings.job_poll_interval_s,
                 ttl_s=settings.job_result_ttl_s,
                 retry=RetryPolicy(settings.job_retry_base_s, settings.job_retry_max_s),
+                max_result_bytes=settings.max_job_result_bytes,
             ),
             SubmitDefaults(max_attempts=settings.job_max_attempts),
             watch_poll_s=min(1.0, settings.job_poll_interval_s * 2),
+            max_jobs=settings.max_jobs,
+            max_jobs_per_tenant=settings.max_jobs_per_tenant,
         )
 
 
@@ -83,6 +89,8 @@ class JobService:
         self.workers = JobWorkers(store, engine, self.events, settings.workers, clock=clock, random=rng)
         self._purger: asyncio.Task[None] | None = None
         self._summarizer: asyncio.Task[None] | None = None
+        self.quota = JobQuota(max_jobs=settings.max_jobs, max_per_tenant=settings.max_jobs_per_tenant)
+        self._quota_counter: asyncio.Task[None] | None = None
         self.summary: JobSummary | None = None  # refreshed every SUMMARY_INTERVAL_S, for metrics
 
     @classmethod
@@ -100,6 +108,7 @@ class JobService:
         self.workers.start(ready)
         self._purger = asyncio.create_task(self._purge_loop(), name="jobs-purge")
         self._summarizer = asyncio.create_task(self._summary_loop(), name="jobs-summary")
+        self._quota_counter = asyncio.create_task(self.quota.follow(self.store.unfinished), name="jobs-quota")
 
     def begin_shutdown(self) -> None:
         """SIGTERM: lease no new jobs and end the event streams, so connections close at once
@@ -108,7 +117,7 @@ class JobService:
         self.events.close()
 
     async def stop(self) -> None:
-        for task in (self._purger, self._summarizer):
+        for task in (self._purger, self._summarizer, self._quota_counter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -163,12 +172,14 @@ class JobService:
     ) -> tuple[Job, bool]:
         """Check and store a job of ``tenant``; durable once this returns. With a known idempotency
         key, the job that key made (and False), provided the request is the same."""
+        self.quota.check(tenant)  # full: refused before the body is even parsed
         defaults = self.settings.defaults
         spec = build_spec(
             body, idempotency_key, self.engine, defaults, tenant=tenant, default_tier=default_tier
         )
         job, created = await self.store.submit(spec, self._clock())
         if created:
+            self.quota.accepted(tenant)
             self.workers.wake()
         elif job.fingerprint != spec.fingerprint:
             raise Unprocessable(

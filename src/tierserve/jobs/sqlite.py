@@ -30,7 +30,15 @@ from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.jobs.store import SUMMARY_QUERY, finish_params, lease_order, list_filter, summary_from_rows
+from tierserve.jobs.store import (
+    SUMMARY_QUERY,
+    UNFINISHED_QUERY,
+    finish_params,
+    lease_order,
+    list_filter,
+    summary_from_rows,
+)
+from tierserve.sqlite_files import check_before_open, claim
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -115,7 +123,9 @@ class SqliteJobStore:
         return self._db
 
     async def open(self) -> None:
+        check_before_open(self.path, "job database")  # missing or emptied: fail, never start empty
         self._db = self._connect()
+        claim(self._db, self.path, "job database")  # corrupt, or another store: fail with the reason
         self._db.execute("PRAGMA wal_autocheckpoint = 0")  # the side thread checkpoints instead
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
@@ -276,6 +286,13 @@ class SqliteJobStore:
 
     async def summary(self) -> JobSummary:
         return await self._on_side(self._summary)
+
+    async def unfinished(self) -> dict[str | None, int]:
+        return await self._on_side(self._unfinished)
+
+    def _unfinished(self) -> dict[str | None, int]:
+        assert self._side_db is not None
+        return {tenant: int(n) for tenant, n in self._side_db.execute(UNFINISHED_QUERY).fetchall()}
 
     def _summary(self) -> JobSummary:
         assert self._side_db is not None

@@ -74,11 +74,15 @@ class JobStore(Protocol):
     async def purge(self, now: float) -> int:
         """Delete jobs whose time to live has run out; how many."""
 
+    async def unfinished(self) -> dict[str | None, int]:
+        """Queued and running jobs per tenant (None: jobs without one)."""
+
     async def summary(self) -> JobSummary:
         """How many jobs there are in each status, and when the oldest queued one was accepted."""
 
 
 # Counts by status and the oldest queued job's acceptance time, for metrics (same SQL on both stores).
+UNFINISHED_QUERY = "SELECT tenant, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY tenant"
 SUMMARY_QUERY = (
     "SELECT status, COUNT(*), MIN(CASE WHEN status = 'queued' THEN created_at END) FROM jobs GROUP BY status"
 )

@@ -34,6 +34,7 @@ class WorkerConfig:
     ttl_s: float
     retry: RetryPolicy
     shutdown_grace_s: float = 5.0
+    max_result_bytes: int = 0  # a larger result fails the job (it would be stored for ttl_s); 0: any
 
 
 class JobWorkers:
@@ -186,6 +187,12 @@ class JobWorkers:
             output.binary = False
         response = await self.engine.infer(deployment, request)
         content, _ = encode_response(response)
+        limit = self.config.max_result_bytes
+        if limit and len(content) > limit:
+            raise InvalidInput(
+                f"the result is {len(content)} bytes, over the limit of {limit} bytes a job may store "
+                "(max_job_result_bytes); ask for fewer outputs or split the job"
+            )
         return content
 
     def _after(self, lease: Lease, failure: Failure) -> Decision:

@@ -22,6 +22,7 @@ from tierserve.security.store import (
     key_from_row,
     key_row,
 )
+from tierserve.sqlite_files import check_before_open, claim
 
 T = TypeVar("T")
 
@@ -80,11 +81,14 @@ class SqliteSecurityStore:
         await self._run(self._open)
 
     def _open(self) -> None:
+        # A missing, emptied or corrupt security.db must never mean "no keys, authentication off".
+        check_before_open(self.path, "security database")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            claim(db, self.path, "security database")
             db.executescript(_SCHEMA)
             db.execute(USAGE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
