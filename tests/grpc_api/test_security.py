@@ -1,5 +1,5 @@
 """The gRPC service under authentication: the same keys, roles, default tiers, limits and audit log
-as REST, with the credentials in the call's metadata."""
+as REST, with the credentials in the call's metadata; and over TLS with the REST certificate."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from tritonclient.utils import InferenceServerException
 
 from grpc_api.conftest import GrpcServer, start_grpc_server
 from security.servers import FAST_REFRESH_ENV, Key, make_key, wait_for
+from security.tls import self_signed, start_tls_server
+from support.server import free_port
 from support.v2 import model_stats, simple_rows
 
 pytestmark = pytest.mark.integration
@@ -110,3 +112,24 @@ def test_a_keys_rate_limit_answers_resource_exhausted(secured: Secured) -> None:
         assert (
             code(lambda: client.infer("simple", inputs(), headers=limited)) == "StatusCode.RESOURCE_EXHAUSTED"
         )
+
+
+def test_grpc_over_tls_with_the_rest_certificate(example_repo: Path, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    server = start_tls_server(example_repo, cert, key, ("--grpc-port", str(port)))
+    with server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}", ssl=True, root_certificates=str(cert))
+        try:
+            assert client.is_server_ready()
+            result = client.infer("simple", inputs())
+            a, b = simple_rows(1)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+        finally:
+            client.close()
+        plain = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")  # no TLS: refused
+        try:
+            with pytest.raises(InferenceServerException):
+                plain.is_server_live(client_timeout=5)
+        finally:
+            plain.close()

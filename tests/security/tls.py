@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -49,7 +50,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def start_tls_server(repo: Path, cert: Path, key: Path) -> RunningServer:
+def start_tls_server(repo: Path, cert: Path, key: Path, extra_args: Sequence[str] = ()) -> RunningServer:
     """Like ``support.server.start_server``, but ready means ``https://.../v2/health/ready`` answers."""
     workdir = Path(tempfile.mkdtemp(prefix="tierserve-tls-"))
     log_path = workdir / "server.log"
@@ -57,7 +58,7 @@ def start_tls_server(repo: Path, cert: Path, key: Path) -> RunningServer:
     command = [
         *tierserve_command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
         "--port", str(port), "--state-dir", str(workdir / "state"),
-        "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), *extra_args,
     ]  # fmt: skip
     log_file = log_path.open("wb")
     process = subprocess.Popen(
