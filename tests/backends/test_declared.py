@@ -68,3 +68,16 @@ def test_reshape_rows_in_and_out() -> None:
 def test_declarations_that_do_not_fit_the_graph_fail_the_load(declared: DeclaredTensor, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         DeclaredView(GRAPH, _config(declared), True, "m")
+
+
+def test_a_partial_declaration_keeps_what_it_leaves_out() -> None:
+    view = DeclaredView(
+        GRAPH,
+        _config(DeclaredTensor("x", None, (3,)), outputs=(DeclaredTensor("y", "FP32", None),)),
+        True,
+        "m",
+    )
+    assert view.signature.inputs[0] == TensorSpec("x", FP32, (-1, 3))
+    assert view.signature.outputs == GRAPH.outputs
+    with pytest.raises(InvalidInput, match="configured as INT32"):
+        DeclaredView(GRAPH, _config(DeclaredTensor("x", "INT32", None)), True, "m")

@@ -120,7 +120,7 @@ def test_unhonoured_fields_are_named() -> None:
         ({"name": "other"}, "does not match the model's directory 'm'"),
         ({"max_batch_size": -1}, "max_batch_size must be an integer >= 0"),
         ({"input": [{"name": "x", "data_type": "TYPE_BF16", "dims": [1]}]}, "not supported by tierserve"),
-        ({"input": [{"name": "x", "dims": [1]}]}, "needs data_type and dims"),
+        ({"input": [{"name": "x", "reshape": {"shape": [1]}}]}, "has a reshape but no dims"),
         ({"version_policy": {"newest": {}}}, "one of latest, all, specific"),
     ],
 )
@@ -169,3 +169,10 @@ def test_a_broken_config_pbtxt_fails_with_its_path_and_line(tmp_path: Path) -> N
     (tmp_path / "b" / "config.pbtxt").write_text("max_batch_size: 4\ninput [ {")
     with pytest.raises(InvalidInput, match=r"config.pbtxt: not valid protobuf text format: line 2"):
         load_config(tmp_path / "b", "b")
+
+
+def test_a_partial_declaration_leaves_the_rest_to_the_graph() -> None:
+    """Triton's autofill configurations name tensors with only some of their fields."""
+    config = parse_text_proto('input [ { name: "A" data_type: TYPE_FP32 }, { name: "B" dims: [ 16 ] } ]')
+    mapped = triton_settings(config, "m", source="test")
+    assert mapped.inputs == (DeclaredTensor("A", "FP32", None), DeclaredTensor("B", None, (16,)))

@@ -10,7 +10,8 @@ Rules (checked once, at load):
    request validation use that shape, so declared dims narrower than the graph's are enforced.
 4. With ``reshape``, each request row is reshaped to it on the way in, and each output row from it
    to ``dims`` on the way out (Triton's ``reshape { shape: [ ] }`` makes rows of scalars).
-5. Tensors the configuration does not declare keep the graph's shape.
+5. Tensors the configuration does not declare keep the graph's shape, as do declarations without
+   ``dims`` or ``data_type`` for what they leave out (Triton completes those from the model).
 
 Example: a graph input ``[-1]`` declared ``dims: [1] reshape { shape: [] }`` in a batching model
 takes client tensors ``[rows, 1]`` and feeds the model ``[rows]``.
@@ -70,11 +71,13 @@ def _apply(
     prefix: tuple[int, ...] = (-1,) if batching else ()
     for tensor in declared:
         spec = by_name[tensor.name]
-        if BY_NAME[tensor.datatype] is not spec.datatype:
+        if tensor.datatype is not None and BY_NAME[tensor.datatype] is not spec.datatype:
             raise InvalidInput(
                 f"model '{model}': {kind} '{tensor.name}' is configured as {tensor.datatype}, but the "
                 f"graph has {spec.datatype.name}"
             )
+        if tensor.dims is None:
+            continue  # the graph's shape (and it has the graph's data type, or was just checked)
         model_shape = prefix + (tensor.reshape if tensor.reshape is not None else tensor.dims)
         if not _fits(model_shape, spec.shape):
             raise InvalidInput(

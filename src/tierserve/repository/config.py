@@ -139,8 +139,8 @@ class DeclaredTensor:
     dimension when the model batches; ``reshape`` is the shape the model itself takes or gives."""
 
     name: str
-    datatype: str  # the V2 name, e.g. "FP32"
-    dims: tuple[int, ...]
+    datatype: str | None  # the V2 name, e.g. "FP32"; None: the graph's
+    dims: tuple[int, ...] | None  # None: the graph's
     reshape: tuple[int, ...] | None = None
 
 

@@ -354,11 +354,15 @@ def _tensor(raw: object, kind: str, source: str, unhonoured: list[str]) -> Decla
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{source}: every {kind} needs a name")
     what = f"{kind} '{name}'"
-    if "data_type" not in entry or "dims" not in entry:
-        raise InvalidInput(f"{source}: {what} needs data_type and dims")
-    dims = tuple(_integer(d, f"{what} dims", source, minimum=-1) for d in _repeated(entry.get("dims")))
+    # Triton completes a partial declaration from the model: what is left out, the graph says here.
+    dims = None
+    if "dims" in entry:
+        dims = tuple(_integer(d, f"{what} dims", source, minimum=-1) for d in _repeated(entry["dims"]))
+    datatype = _datatype(entry["data_type"], f"{what} data_type", source) if "data_type" in entry else None
     reshape = None
     if "reshape" in entry:
+        if dims is None:
+            raise InvalidInput(f"{source}: {what} has a reshape but no dims")
         shape = _message(entry["reshape"], f"{what} reshape", source).get("shape")
         reshape = tuple(_integer(d, f"{what} reshape", source, minimum=-1) for d in _repeated(shape))
     for key in entry:
@@ -366,7 +370,7 @@ def _tensor(raw: object, kind: str, source: str, unhonoured: list[str]) -> Decla
             value = entry[key]
             if value not in (False, 0, "", "FORMAT_NONE", None):  # defaults are no request at all
                 unhonoured.append(f"{kind}.{key}")
-    return DeclaredTensor(name, _datatype(entry["data_type"], f"{what} data_type", source), dims, reshape)
+    return DeclaredTensor(name, datatype, dims, reshape)
 
 
 def _dynamic_batching(
