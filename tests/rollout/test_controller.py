@@ -1,5 +1,6 @@
 import pytest
 
+from rollout.simulate import Arm, run, synthetic_latencies
 from tierserve.errors import InvalidInput
 from tierserve.rollout import (
     Action,
@@ -15,7 +16,6 @@ from tierserve.rollout import (
     route,
     start,
 )
-from rollout.simulate import Arm, run, synthetic_latencies
 
 LATENCIES = synthetic_latencies()
 
@@ -120,8 +120,8 @@ def test_cost_regression_rolls_back() -> None:
 
 
 def test_ab_never_promotes_itself_and_splits_by_header() -> None:
-    plan = RolloutPlan.parse({"candidate": 2, "mode": "ab", "min_samples": 10, "min_step_s": 0,
-                              "ab": {"by": "header", "header": "X-Variant", "candidate_values": ["b"]}})  # fmt: skip
+    ab = {"by": "header", "header": "X-Variant", "candidate_values": ["b"]}
+    plan = RolloutPlan.parse({"candidate": 2, "mode": "ab", "min_samples": 10, "min_step_s": 0, "ab": ab})
     r = start("m", plan, stable=1, now=0.0, rollout_id="r")
     assert route(r, RouteKeys(headers={"x-variant": "b"}), "1").version == 2
     assert route(r, RouteKeys(headers={"x-variant": "a"}), "1").version == 1

@@ -11,13 +11,14 @@ A rollout moves a model's unversioned traffic from its ``stable`` version to a `
   and its answers discarded, so the judge sees the candidate's latency and errors with no risk.
   Like A/B, it never promotes on its own.
 
-``evaluate`` is one check: windows of both arms in, the next state and the verdict out. The judge
-looks at a step when the candidate has ``min_samples`` requests, then whenever its sample has grown
-by a quarter, and once when the step's minimum time is up (looks by information, not by the
-clock: a step that waits long sees few looks, so each keeps a usable share of the budget); look ``k`` of ``S`` judged steps
-may spend ``alpha / S * 6 / (pi^2 k^2)`` of the false-rollback budget (these sum to ``alpha`` over
-any number of looks). Checking every few seconds thus stays valid: two identical versions are
-rolled back with probability at most ``alpha``.
+``evaluate`` is one check: windows of both arms in, the next state and the verdict out. The error
+rate's sequential test runs at every check. The other tests run when the candidate has
+``min_samples`` requests, then whenever its sample has grown by a quarter, and once when the step's
+minimum time is up (looks by information, not by the clock: a long step sees few looks, so each
+keeps a usable share of the budget); look ``k`` of ``S`` judged steps may spend
+``alpha / S * 6 / (pi^2 k^2)`` of the false-rollback budget (these sum to ``alpha`` over any number
+of looks). Checking every few seconds thus stays valid: two identical versions are rolled back with
+probability at most ``alpha``.
 
 Example::
 

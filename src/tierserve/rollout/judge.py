@@ -14,9 +14,10 @@ Checks (each one-sided: "is the candidate worse?"):
    tier's target (rejected, or answered late; failed ones are the error check's);
 4. **cost per request**: the candidate's mean cost may exceed the stable one's by ``cost_tolerance``.
 
-A check fails only when its difference is both significant (p below its share of this look's
-alpha: half for the error rate, the other half shared by the tests run at this look) and larger than its tolerance, so a tiny but real
-difference on heavy traffic does not roll a version back. Any failed check: **roll back**. Else,
+A check fails only when its difference is both significant (p below its share of the budget:
+half of the step's for the sequential error test, half of this look's shared by the others) and
+larger than its tolerance, so a tiny but real difference on heavy traffic does not roll a version
+back. Any failed check: **roll back**. Else,
 while the candidate has fewer than ``min_samples`` requests, the step is younger than
 ``min_duration_s``, or a difference is larger than its tolerance without being significant yet
 (a candidate failing 2% of 150 requests is not yet proof, nor fit to promote): **hold**.
