@@ -1,5 +1,5 @@
-"""Command line: ``tierserve serve``, ``example-models``, ``profile``, ``simulate``, ``keys``. Thin: parse,
-build, call."""
+"""Command line: ``tierserve serve``, ``example-models``, ``profile``, ``simulate``, ``keys``,
+``rollout``. Thin: parse, build, call."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tierserve import __version__
+from tierserve.releases.command import add_rollout_command
 from tierserve.security.command import add_keys_command, add_security_arguments, security_overrides
 
 
@@ -206,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-baselines", action="store_true", help="simulate tierserve's policy only")
     simulate.set_defaults(handler=_simulate)
     add_keys_command(commands)
+    add_rollout_command(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tierserve import __version__
-from tierserve.api import admin, collections, jobs, openai, shared_memory_routes, v1, v2
+from tierserve.api import admin, collections, jobs, openai, rollouts, shared_memory_routes, v1, v2
 from tierserve.api.body import BodyReader
 from tierserve.api.responses import error_response, json_response
 from tierserve.api.shared_memory import SystemSharedMemory
@@ -29,6 +29,8 @@ from tierserve.errors import InvalidInput, TierserveError
 from tierserve.jobs.service import JobService
 from tierserve.observability.exporter import start_exporter
 from tierserve.observability.metrics import Metrics
+from tierserve.releases.service import RolloutService
+from tierserve.releases.store import open_rollout_store
 from tierserve.retrieval.embeddings import EmbeddingService
 from tierserve.retrieval.service import CollectionService
 from tierserve.security import openapi
@@ -53,6 +55,7 @@ class AppState:
     usage: UsageSync
     collections: CollectionService
     bodies: BodyReader
+    rollouts: RolloutService
     shared_memory: SystemSharedMemory = field(default_factory=SystemSharedMemory)
 
     def begin_shutdown(self) -> None:
@@ -75,6 +78,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     metrics.add_source(usage.metric_families)
     job_service = JobService.from_settings(settings, engine)
     metrics.add_source(job_service.metric_families)
+    rollout_service = RolloutService(
+        open_rollout_store(settings.database, settings.state_dir), engine, metrics.registry,
+        audit=rollouts.auditor(security),
+    )  # fmt: skip
     autoscaler = LiveAutoscaler(
         engine, metrics, actuate=settings.autoscale == "local", interval_s=settings.autoscale_interval_s
     )
@@ -98,6 +105,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                 ("the job service", job_service.stop),
                 ("collections", lambda: asyncio.to_thread(collection_service.close)),  # quick next start
+                ("rollouts", rollout_service.stop),
                 ("the engine", lambda: asyncio.to_thread(engine.stop)),
                 ("the result cache", cache.close),
                 ("budget usage", usage.sync),
@@ -123,6 +131,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 await shut_down()
                 raise InvalidInput("; ".join(failed) + " (--exit-on-error)")
         job_service.start(loading)  # job workers begin once the models are loaded
+        await rollout_service.open()  # stored rollouts route from the first request
+        rollout_service.start(loading)
         scaling = asyncio.create_task(autoscaler.run()) if settings.autoscale != "off" else None
         grpc_server = None
         if settings.grpc_port:
@@ -158,6 +168,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         usage=usage,
         collections=collection_service,
         bodies=BodyReader(settings.max_body_bytes, settings.max_decoding_bytes),
+        rollouts=rollout_service,
     )
     # The hot paths first, as plain routes of the application itself: FastAPI's included routers
     # cost a match over every route they hold (8% of the event loop's time in a profile).
@@ -169,6 +180,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(collections.router)
     app.include_router(admin.router)
+    app.include_router(rollouts.router)
     openapi.install(app)
     _install_error_handlers(app)
     return app

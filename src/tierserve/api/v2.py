@@ -23,6 +23,7 @@ from tierserve.api.model_control import load_model, load_parameters
 from tierserve.api.outputs import finish_outputs
 from tierserve.api.raw_binary import decode_raw_request
 from tierserve.api.responses import error_docs, json_response
+from tierserve.api.rollouts import route_keys
 from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
@@ -202,8 +203,10 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
     decoded.tier = request.headers.get("x-tier")
     apply_key_tier(request, decoded)  # the API key's tier when the request names none
     decoded.tenant = access.own_tenant(request) or ""  # cached answers never cross tenants
+    decoded.routing = route_keys(request) if state.engine.rollouts else None  # a rollout's split keys
     try:
-        response = await unless_disconnected(request, state.engine.infer(deployment, decoded))
+        infer = state.engine.infer(deployment, decoded, pinned=model_version is not None)
+        response = await unless_disconnected(request, infer)
     except ClientDisconnected:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     placed = finish_outputs(

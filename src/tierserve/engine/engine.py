@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from tierserve.engine.hooks import ResultCache
 from tierserve.engine.host import HostCores
 from tierserve.engine.pools import LOCAL_KINDS, PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
+from tierserve.engine.rollouts import RolloutTable
 from tierserve.engine.runner import ModelRunner, Outputs
 from tierserve.engine.validate import Prepared, prepare
 from tierserve.engine.warmup import warm_up
@@ -54,6 +55,8 @@ from tierserve.scheduler.tiers import TierChoice, TierTable
 log = logging.getLogger(__name__)
 
 _NO_BUDGETS = Verdict("ok")
+# How long an unloaded or replaced deployment waits for the requests inside it before it stops.
+DRAIN_TIMEOUT_S = 30.0
 
 
 class ModelState(enum.StrEnum):
@@ -127,6 +130,8 @@ class Engine:
         self._clock = time.monotonic
         self.started = False
         self.result_cache: ResultCache | None = None  # installed by the application (tierserve.cache)
+        self.rollouts = RolloutTable()  # versions for unversioned requests while a rollout runs
+        self._shadows: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -394,6 +399,11 @@ class Engine:
         for version, deployment in model.deployments.items():
             if version in kept:
                 continue
+            # No longer found by lookups; requests already holding it are served before it stops.
+            if not deployment.drain(DRAIN_TIMEOUT_S):
+                log.warning(
+                    "%s v%d: requests still in flight after %.0f s; stopping", name, version, DRAIN_TIMEOUT_S
+                )
             if version in replaced:
                 deployment.stop()
                 continue
@@ -509,16 +519,66 @@ class Engine:
         return self._clock()
 
     async def infer(
-        self, deployment: Deployment, request: InferRequest, *, cached: bool = True
+        self, deployment: Deployment, request: InferRequest, *, cached: bool = True, pinned: bool = True
     ) -> InferResponse:
         """Validate ``request``, route it to a pool by tier and cost, await its outputs (retrying on
-        another pool if a batch fails there while the deadline allows). With a result cache
-        installed, it answers first (and calls back here with ``cached=False`` on a miss). The
-        deadline counts from ``request.arrival`` (on ``clock()``; now when unset)."""
+        another pool if a batch fails there while the deadline allows). A request that names no
+        version (``pinned`` False) goes where the model's rollout sends it; the deployment it runs on
+        is not unloaded before it is answered (see ``_stop``). With a result cache installed, it
+        answers first (and calls back here with ``cached=False`` on a miss). The deadline counts
+        from ``request.arrival`` (on ``clock()``; now when unset)."""
         if request.arrival is None:
             request.arrival = self._clock()
-        if cached and self.result_cache is not None:
-            return await self.result_cache.infer(deployment, request)
+        deployment, shadow = self._enter(deployment, request, pinned)
+        try:
+            if shadow is not None:
+                self._mirror(shadow, request)
+            if cached and self.result_cache is not None:
+                return await self.result_cache.infer(deployment, request)
+            return await self._infer(deployment, request)
+        finally:
+            deployment.leave()
+
+    def _enter(
+        self, deployment: Deployment, request: InferRequest, pinned: bool
+    ) -> tuple[Deployment, Deployment | None]:
+        """The deployment that serves ``request`` (and one that gets a shadow copy), counted in."""
+        shadow = None
+        if self.rollouts and not pinned:
+            choice = self.rollouts.route(deployment.name, request.routing, request.id)
+            model = self._models.get(deployment.name)
+            if choice is not None and model is not None:
+                deployment = model.deployments.get(choice.version, deployment)
+                if choice.shadow is not None:
+                    shadow = model.deployments.get(choice.shadow)
+        while not deployment.enter():
+            # It drained and closed while this request was on its way (a swap): the version's new
+            # deployment, or the model's current default for a request that named no version.
+            deployment = self.deployment(deployment.name, str(deployment.version) if pinned else None)
+        return deployment, shadow
+
+    def _mirror(self, shadow: Deployment, request: InferRequest) -> None:
+        """Run a copy of ``request`` on ``shadow`` and discard its answer (its outcome is observed)."""
+
+        async def run() -> None:
+            try:
+                if shadow.enter():
+                    try:
+                        await self._infer(shadow, replace(request, id=None))
+                    finally:
+                        shadow.leave()
+            except TierserveError:
+                pass  # recorded for the judge by _record; the client never sees it
+            finally:
+                self.rollouts.mirroring(shadow.name, -1)
+
+        self.rollouts.mirroring(shadow.name, +1)
+        task = asyncio.get_running_loop().create_task(run(), name=f"shadow-{shadow.name}")
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _infer(self, deployment: Deployment, request: InferRequest) -> InferResponse:
+        assert request.arrival is not None
         arrival = request.arrival
         choice = self.choose_tier(deployment.name, request)
         outcome = "failed"
@@ -667,6 +727,10 @@ class Engine:
         ok = outcome in ("met", "missed")
         deployment.stats.record_request(ok, elapsed_ns)
         deployment.stats.record_tier(choice.tier.name, outcome, elapsed_ns)
+        if self.rollouts:
+            self.rollouts.observe(
+                deployment.name, deployment.version, choice.tier.name, outcome, elapsed_ns / 1e9
+            )
         tier_metrics = self.metrics.for_tier(deployment.name, deployment.version, choice.tier.name)
         tier_metrics.outcome(outcome).inc()
         model_metrics = deployment.primary.metrics

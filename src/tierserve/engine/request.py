@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tierserve.datatypes import Datatype
+from tierserve.rollout.split import RouteKeys
 
 
 @dataclass
@@ -39,6 +40,7 @@ class InferRequest:
     # The caller's tenant ("" while authentication is off): scopes cached answers; budgets and cost.
     tenant: str = ""
     arrival: float | None = None  # when it reached the server (Engine.clock()); its deadline counts from it
+    routing: RouteKeys | None = None  # what a rollout may split on (tenant, key, headers)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tierserve.jobs.events import JobEvents
 from tierserve.jobs.job import Lease
 from tierserve.jobs.states import Decision, Failure, JobStatus, RetryPolicy, after_failure, on_lease
 from tierserve.jobs.store import JobStore
+from tierserve.rollout.split import RouteKeys
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class JobWorkers:
         request.binary_output = False  # results are stored as JSON
         for output in request.outputs or ():
             output.binary = False
-        response = await self.engine.infer(deployment, request)
+        request.routing = RouteKeys(request_id=job.id, tenant=job.tenant)  # a rollout splits jobs too
+        response = await self.engine.infer(deployment, request, pinned=job.version is not None)
         content, _ = encode_response(response)
         limit = self.config.max_result_bytes
         if limit and len(content) > limit:

@@ -28,6 +28,9 @@ Every key is optional::
 
 A Triton ``config.pbtxt`` beside it is read too (see ``tierserve.repository.pbtxt``); where both set
 a key, ``config.yaml`` wins.
+    rollout:                  # a canary, A/B or shadow rollout of a version (see tierserve.rollout)
+      candidate: 2
+      steps: [5, 25, 50, 100]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import yaml
 
 from tierserve.errors import InvalidInput
 from tierserve.repository.textmodel import TextModelConfig
+from tierserve.rollout.controller import RolloutPlan
 
 DEFAULT_MAX_BATCH_SIZE = 32
 
@@ -166,6 +170,7 @@ class ModelConfig:
     # From config.pbtxt (or a load request's config): the signature clients see; empty: the graph's.
     inputs: tuple[DeclaredTensor, ...] = ()
     outputs: tuple[DeclaredTensor, ...] = ()
+    rollout: RolloutPlan | None = None  # started once the versions are loaded (see tierserve.releases)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
@@ -186,6 +191,7 @@ class ModelConfig:
             "label_files",
             "default_priority_level",
             "default_timeout_us",
+            "rollout",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -207,6 +213,9 @@ class ModelConfig:
             label_files=_names(raw, "label_files", source=source),
             default_priority_level=_opt_int(raw, "default_priority_level", minimum=1, source=source),
             default_timeout_us=_opt_int(raw, "default_timeout_us", minimum=0, source=source),
+            rollout=None
+            if raw.get("rollout") is None
+            else RolloutPlan.parse(raw["rollout"], source=f"{source}: rollout"),
         )
         if config.max_queue_delay_ms < 0:
             raise InvalidInput(f"{source}: max_queue_delay_ms must be >= 0")

@@ -109,6 +109,7 @@ class RolloutPlan:
     min_samples: int = 200  # candidate requests per step before it may be promoted
     min_step_s: float = 30.0
     check_interval_s: float = 5.0
+    warmup_s: float = 2.0  # what each step serves first is not judged (cold caches and threads)
     sticky: str = "tenant"  # canary and shadow: tenant, key or request (falling back in that order)
     auto_rollback: bool = True  # ab and shadow (a canary always rolls back on a failed check)
     ab: AbSplit = field(default_factory=AbSplit)
@@ -116,7 +117,7 @@ class RolloutPlan:
 
     KEYS = frozenset(
         {"candidate", "stable", "mode", "steps", "weight", "min_samples", "min_step_s", "check_interval_s",
-         "sticky", "auto_rollback", "ab", "criteria"}
+         "warmup_s", "sticky", "auto_rollback", "ab", "criteria"}
     )  # fmt: skip
 
     @classmethod
@@ -169,6 +170,7 @@ class RolloutPlan:
             min_samples=_positive(raw, "min_samples", 200, integer=True),
             min_step_s=_positive(raw, "min_step_s", 30.0, zero=True),
             check_interval_s=_positive(raw, "check_interval_s", 5.0),
+            warmup_s=_positive(raw, "warmup_s", 2.0, zero=True),
             sticky=sticky,
             auto_rollback=auto_rollback,
             ab=AbSplit.parse(raw.get("ab")),
@@ -185,6 +187,7 @@ class RolloutPlan:
             "min_samples": self.min_samples,
             "min_step_s": self.min_step_s,
             "check_interval_s": self.check_interval_s,
+            "warmup_s": self.warmup_s,
             "sticky": self.sticky,
             "auto_rollback": self.auto_rollback,
             "ab": {

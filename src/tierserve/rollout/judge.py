@@ -67,6 +67,9 @@ class Criteria:
     # version) may exceed the stable's by 5 points. A share, not a ratio of p95s: the p95 of a
     # few hundred requests sits where latencies are sparse and moves by tens of percent by chance.
     tail_tolerance: float = 0.05
+    # and either latency difference must also exceed this many milliseconds: a tenth of a millisecond
+    # between versions is scheduling noise (which deployment's threads were awake), not a regression
+    latency_floor_ms: float = 0.5
     slo_tolerance: float = 0.02  # absolute drop of a tier's SLO attainment
     cost_tolerance: float = 0.20  # relative increase of the cost per request
     min_tier_samples: int = 50  # per arm, for a tier's latency and SLO checks
@@ -229,12 +232,13 @@ def _tier_tests(tier: str, s: TierWindow, c: TierWindow, criteria: Criteria) -> 
     enough = criteria.min_tier_samples
     if len(s.latencies) >= enough and len(c.latencies) >= enough:
         stable, cand = np.sort(s.latencies), np.sort(c.latencies)
+        floor_s = criteria.latency_floor_ms / 1000
         p50s, p50c = quantile(stable, 0.5, ordered=True), quantile(cand, 0.5, ordered=True)
         tests.append(
             _Test(
                 f"latency_p50:{tier}",
                 mann_whitney_greater(cand, stable),
-                p50c / p50s - 1 if p50s > 0 else 0.0,
+                p50c / p50s - 1 if p50s > 0 and p50c - p50s > floor_s else 0.0,
                 criteria.latency_tolerance,
                 f"{tier} p50 {p50c * 1000:.2f} ms vs stable {p50s * 1000:.2f} ms",
             )
@@ -246,7 +250,7 @@ def _tier_tests(tier: str, s: TierWindow, c: TierWindow, criteria: Criteria) -> 
             _Test(
                 f"latency_p95:{tier}",
                 two_proportions_greater(slower_c, len(cand), slower_s, len(stable)),
-                slower_c / len(cand) - slower_s / len(stable),
+                slower_c / len(cand) - slower_s / len(stable) if p95c - p95s > floor_s else 0.0,
                 criteria.tail_tolerance,
                 f"{tier} p95 {p95c * 1000:.2f} ms vs stable {p95s * 1000:.2f} ms "
                 f"({slower_c / len(cand):.1%} of the candidate's requests slower than the stable p95)",

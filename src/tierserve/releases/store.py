@@ -1,0 +1,227 @@
+"""Where rollouts live: SQLite ``rollouts.db`` beside the job database (default), or the PostgreSQL
+database of ``--database``, shared by every server.
+
+One row per rollout, its state as a JSON document plus the columns queries need. At most one row
+per model is *current* (``archived = 0``, a partial unique index): the rollout that routes the
+model's traffic, stepping or finished. Starting another archives a finished one; a stepping one
+makes it a 409. Every change is a compare-and-set on ``revision``, so servers sharing the database
+never overwrite each other's decisions: the loser reloads and sees the winner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tierserve.errors import InvalidInput, TierserveError
+from tierserve.rollout import Rollout
+
+SQLITE_FILE = "rollouts.db"
+
+_COLUMNS = "id, model, candidate, phase, revision, archived, doc, updated_at"
+
+Statement = tuple[str, Sequence[Any]]
+
+
+class RolloutConflict(TierserveError):
+    status_code = 409
+
+
+@dataclass(frozen=True)
+class Stored:
+    rollout: Rollout
+    revision: int
+
+
+class RolloutStore:
+    """The queries, for either database; a subclass runs statements in one transaction."""
+
+    placeholder = "?"
+    schema: tuple[str, ...] = ()
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def _transaction(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
+        """Run ``statements`` in one transaction: the rows of the last, and its row count."""
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.placeholder)
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Stored]:
+        rows, _ = await self._transaction([(self._sql(sql), params)])
+        return [_stored(row) for row in rows]
+
+    async def current(self) -> list[Stored]:
+        return await self._rows(f"SELECT {_COLUMNS} FROM rollouts WHERE archived = 0 ORDER BY model")
+
+    async def find(self, model: str) -> Stored | None:
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM rollouts WHERE archived = 0 AND model = ?", (model,))
+        return rows[0] if rows else None
+
+    async def declared(self, model: str, candidate: int) -> bool:
+        """Whether any rollout of ``candidate`` was ever started for ``model`` (archived ones too)."""
+        rows, _ = await self._transaction(
+            [(self._sql("SELECT 1 FROM rollouts WHERE model = ? AND candidate = ?"), (model, candidate))]
+        )
+        return bool(rows)
+
+    async def create(self, rollout: Rollout, now: float) -> Stored:
+        archive = (
+            "UPDATE rollouts SET archived = 1, updated_at = ? WHERE model = ? AND archived = 0 AND phase <> ?"
+        )
+        insert = f"INSERT INTO rollouts ({_COLUMNS}) VALUES (?, ?, ?, ?, 1, 0, ?, ?)"
+        try:
+            await self._transaction(
+                [
+                    (self._sql(archive), (now, rollout.model, "stepping")),
+                    (self._sql(insert), (*_row(rollout), now)),
+                ]
+            )
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                raise RolloutConflict(
+                    f"a rollout of '{rollout.model}' is already stepping; promote, roll back or "
+                    "delete it first"
+                ) from None
+            raise
+        return Stored(rollout, 1)
+
+    async def update(self, stored: Stored, rollout: Rollout, now: float) -> Stored | None:
+        """Store ``rollout`` over ``stored`` if nobody changed it meanwhile; None if somebody did."""
+        sql = (
+            "UPDATE rollouts SET phase = ?, doc = ?, revision = revision + 1, updated_at = ? "
+            "WHERE id = ? AND revision = ?"
+        )
+        _, count = await self._transaction(
+            [(self._sql(sql), (str(rollout.phase), _doc(rollout), now, rollout.id, stored.revision))]
+        )
+        return Stored(rollout, stored.revision + 1) if count == 1 else None
+
+    async def archive(self, stored: Stored, now: float) -> bool:
+        sql = (
+            "UPDATE rollouts SET archived = 1, revision = revision + 1, updated_at = ? "
+            "WHERE id = ? AND revision = ?"
+        )
+        _, count = await self._transaction([(self._sql(sql), (now, stored.rollout.id, stored.revision))])
+        return count == 1
+
+
+_TABLE = """CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    candidate INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    archived INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)"""
+_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS rollouts_current ON rollouts (model) WHERE archived = 0"
+
+
+class SqliteRolloutStore(RolloutStore):
+    """On a thread of its own: the event loop never waits on the file."""
+
+    schema = (_TABLE, _INDEX)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollouts-sqlite")
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            for statement in self.schema:
+                db.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidInput(f"cannot open the rollout database {self.path}: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._thread.shutdown(wait=True)
+        self._thread = None
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._thread is None:
+            raise RuntimeError("the rollout store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def _transaction(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
+        result: tuple[list[tuple[Any, ...]], int] = await self._run(self._execute, statements)
+        return result
+
+    def _execute(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
+        db = self._db
+        if db is None:
+            raise RuntimeError("the rollout store is not open")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                cursor = db.execute(sql, params)
+            rows, count = cursor.fetchall(), cursor.rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return rows, count
+
+
+def open_rollout_store(database: str, state_dir: Path) -> RolloutStore:
+    """The store that ``--database`` names (see ``tierserve.jobs.store.open_store``)."""
+    if not database:
+        return SqliteRolloutStore(state_dir / SQLITE_FILE)
+    if database.startswith("sqlite:///"):
+        return SqliteRolloutStore(Path(database.removeprefix("sqlite:///")).parent / SQLITE_FILE)
+    if database.startswith(("postgresql://", "postgres://")):
+        try:
+            from tierserve.releases.postgres import PostgresRolloutStore
+        except ImportError as exc:
+            raise InvalidInput(
+                f"a PostgreSQL --database needs pip install 'tierserve[postgres]' ({exc})"
+            ) from None
+        return PostgresRolloutStore(database)
+    raise InvalidInput(
+        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
+    )
+
+
+def _doc(rollout: Rollout) -> str:
+    return orjson.dumps(rollout.describe()).decode()
+
+
+def _row(rollout: Rollout) -> tuple[Any, ...]:
+    return (rollout.id, rollout.model, rollout.candidate, str(rollout.phase), _doc(rollout))
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    """From a row of ``_COLUMNS``."""
+    return Stored(Rollout.from_doc(orjson.loads(row[6])), int(row[4]))
+
+
+def _is_unique_violation(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return type(exc).__name__ == "UniqueViolation"  # psycopg's, without importing psycopg here
