@@ -55,7 +55,7 @@ class FakeEngine:
             raise ModelNotFound(name)
         return name
 
-    async def infer(self, deployment: str, request: InferRequest) -> InferResponse:
+    async def infer(self, deployment: str, request: InferRequest, *, pinned: bool = True) -> InferResponse:
         self.tiers.append(request.parameters["tier"])
         self.running += 1
         self.most_running = max(self.most_running, self.running)

@@ -71,6 +71,12 @@ EXPECTED: dict[str, Role | None] = {
     "POST /v1/collections/{name}/delete": Role.USER,
     "GET /v1/collections/{name}/items/{item_id}": Role.READER,
     "POST /v1/collections/{name}/search": Role.USER,
+    "POST /v1/rollouts": Role.ADMIN,
+    "GET /v1/rollouts": Role.OPERATOR,
+    "GET /v1/rollouts/{model}": Role.OPERATOR,
+    "POST /v1/rollouts/{model}/promote": Role.ADMIN,
+    "POST /v1/rollouts/{model}/rollback": Role.ADMIN,
+    "DELETE /v1/rollouts/{model}": Role.ADMIN,
 }
 
 

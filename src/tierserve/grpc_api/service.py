@@ -27,6 +27,7 @@ from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound, TierserveError
 from tierserve.grpc_api import messages, tensors
 from tierserve.grpc_api.tensors import parameter_value
+from tierserve.rollout.split import RouteKeys
 from tierserve.security import access
 from tierserve.security.access import Access, apply_identity_tier, audited_by
 from tierserve.security.guard import RequestNote
@@ -249,7 +250,10 @@ class InferenceService:
             decoded.tier = metadata.get("x-tier")
             apply_identity_tier(identity, decoded)
             decoded.tenant = identity.tenant if identity is not None else ""  # cache answers stay in a tenant
-            response = await self.engine.infer(deployment, decoded)
+            decoded.routing = (
+                RouteKeys(tenant=decoded.tenant or None, headers=metadata) if self.engine.rollouts else None
+            )
+            response = await self.engine.infer(deployment, decoded, pinned=bool(request.model_version))
             labels = self.engine.config(request.model_name).labels
             finish_outputs(
                 decoded, response, batching=deployment.max_batch_size > 0, labels=labels, regions=None
