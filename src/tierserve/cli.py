@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tierserve import __version__
-from tierserve.releases.command import add_rollout_command
+from tierserve.commands.rollout import add_rollout_command
 from tierserve.security.command import add_keys_command, add_security_arguments, security_overrides
 
 

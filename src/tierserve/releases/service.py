@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tierserve.engine.engine import Engine
-from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.errors import InvalidInput, ModelNotFound, NotFound, TierserveError
 from tierserve.releases.store import RolloutConflict, RolloutStore, Stored
 from tierserve.rollout import Action, Phase, Rollout, RolloutPlan, Verdict, evaluate, promote, rollback, start
 
@@ -191,7 +191,7 @@ class RolloutService:
             raise (
                 ModelNotFound(model)
                 if model not in self.engine.repository.model_names()
-                else TierserveError(f"no rollout of '{model}'", status_code=404)
+                else NotFound(f"no rollout of '{model}'")
             )
         self._adopt(stored)
         return stored

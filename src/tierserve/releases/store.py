@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import Conflict, InvalidInput
 from tierserve.rollout import Rollout
+from tierserve.storage import parse_database
 
 SQLITE_FILE = "rollouts.db"
 
@@ -30,8 +31,8 @@ _COLUMNS = "id, model, candidate, phase, revision, archived, doc, updated_at"
 Statement = tuple[str, Sequence[Any]]
 
 
-class RolloutConflict(TierserveError):
-    status_code = 409
+class RolloutConflict(Conflict):
+    """Another rollout of the model is stepping, or another server changed this one first."""
 
 
 @dataclass(frozen=True)
@@ -190,22 +191,13 @@ class SqliteRolloutStore(RolloutStore):
 
 
 def open_rollout_store(database: str, state_dir: Path) -> RolloutStore:
-    """The store that ``--database`` names (see ``tierserve.jobs.store.open_store``)."""
-    if not database:
-        return SqliteRolloutStore(state_dir / SQLITE_FILE)
-    if database.startswith("sqlite:///"):
-        return SqliteRolloutStore(Path(database.removeprefix("sqlite:///")).parent / SQLITE_FILE)
-    if database.startswith(("postgresql://", "postgres://")):
-        try:
-            from tierserve.releases.postgres import PostgresRolloutStore
-        except ImportError as exc:
-            raise InvalidInput(
-                f"a PostgreSQL --database needs pip install 'tierserve[postgres]' ({exc})"
-            ) from None
-        return PostgresRolloutStore(database)
-    raise InvalidInput(
-        "--database must be empty (SQLite in the state directory), sqlite:///PATH or postgresql://..."
-    )
+    """The store that ``--database`` names (see ``tierserve.storage``)."""
+    where = parse_database(database, state_dir)
+    if where.postgres_url is not None:
+        from tierserve.releases.postgres import PostgresRolloutStore
+
+        return PostgresRolloutStore(where.postgres_url)
+    return SqliteRolloutStore(where.sqlite_file(SQLITE_FILE))
 
 
 def _doc(rollout: Rollout) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tierserve.errors import InvalidInput
+from tierserve.errors import Conflict, InvalidInput
 from tierserve.rollout.judge import Action, Criteria, Gate, Verdict, error_check, judge
 from tierserve.rollout.split import STICKY, RouteKeys, in_share, sticky_key
 from tierserve.rollout.window import ArmWindow
@@ -417,7 +417,7 @@ def rollback(
 
 def _require_active(rollout: Rollout) -> None:
     if not rollout.active:
-        raise InvalidInput(f"the rollout of '{rollout.model}' is already {rollout.phase}", status_code=409)
+        raise Conflict(f"the rollout of '{rollout.model}' is already {rollout.phase}")
 
 
 def _decide(rollout: Rollout, now: float, action: str, actor: str, reasons: tuple[str, ...]) -> Rollout:

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import Conflict, InvalidInput, NotFound, TierserveError
 
 
 def add_rollout_command(commands: Any) -> None:
@@ -118,7 +118,7 @@ async def _rollout(args: argparse.Namespace) -> int:
         else:
             found = await store.find(args.model)
             if found is None:
-                raise TierserveError(f"no rollout of '{args.model}'", status_code=404)
+                raise NotFound(f"no rollout of '{args.model}'")
             stored = found
             if command == "show":
                 doc = stored.rollout.describe()
@@ -126,7 +126,7 @@ async def _rollout(args: argparse.Namespace) -> int:
                 return 0
             if command == "delete" and not stored.rollout.active:
                 if not await store.archive(stored, now):
-                    raise TierserveError("the rollout changed meanwhile; try again", status_code=409)
+                    raise Conflict("the rollout changed meanwhile; try again")
                 await _audit(audit, "rollout.archive", actor, args.model, f"rollout {stored.rollout.id}", now)
                 print(f"archived the rollout of {args.model}")
                 return 0
@@ -134,9 +134,7 @@ async def _rollout(args: argparse.Namespace) -> int:
             change = promote if command == "promote" else rollback
             updated = await store.update(stored, change(stored.rollout, now, actor, reasons), now)
             if updated is None:
-                raise TierserveError(
-                    "the rollout changed meanwhile (a server decided); try again", status_code=409
-                )
+                raise Conflict("the rollout changed meanwhile (a server decided); try again")
             stored = updated
         decision = stored.rollout.decisions[-1]
         detail = f"rollout {stored.rollout.id}: {decision.action} to {decision.weight:g}%: " + "; ".join(
