@@ -1,7 +1,7 @@
 import pytest
 
 from rollout.simulate import Arm, run, synthetic_latencies
-from tierserve.errors import InvalidInput
+from tierserve.errors import Conflict, InvalidInput
 from tierserve.rollout import (
     Action,
     ArmWindow,
@@ -172,7 +172,7 @@ def test_operator_rollback_and_finished_rollouts_refuse_more() -> None:
     r = start("m", RolloutPlan.parse({"candidate": 2}), stable=1, now=0.0, rollout_id="r")
     back = rollback(r, 5.0, "key-9")
     assert back.phase is Phase.ROLLED_BACK and back.decisions[-1].actor == "key-9"
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(Conflict) as caught:
         promote(back, 6.0, "key-9")
     assert caught.value.status_code == 409
 
