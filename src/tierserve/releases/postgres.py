@@ -6,42 +6,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from tierserve.errors import InvalidInput
 from tierserve.releases.store import _INDEX, _TABLE, RolloutStore, Statement
+from tierserve.storage import open_postgres_pool
 
 _SCHEMA_LOCK = 0x74737270726F6C6C  # pg_advisory_xact_lock key: servers starting together create it once
 
 
 class PostgresRolloutStore(RolloutStore):
     placeholder = "%s"
-    schema = (_TABLE, _INDEX)
 
     def __init__(self, conninfo: str) -> None:
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=2,
-            kwargs={"autocommit": True},
-            open=False,
-            name="tierserve-rollouts",
-        )
+        self.conninfo = conninfo
+        self._pool: Any = None
 
     async def open(self) -> None:
-        try:
-            await self._pool.open(wait=True, timeout=15.0)
-        except psycopg.Error as exc:
-            await self._pool.close()
-            raise InvalidInput(f"cannot connect to the rollout database: {exc}") from exc
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in self.schema:
-                await conn.execute(statement)
+        self._pool = await open_postgres_pool(self.conninfo, "rollout", (_TABLE, _INDEX), _SCHEMA_LOCK)
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def _transaction(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
         async with self._pool.connection() as conn, conn.transaction():

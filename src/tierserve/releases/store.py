@@ -10,19 +10,17 @@ never overwrite each other's decisions: the loser reloads and sees the winner's.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tierserve.errors import Conflict, InvalidInput
+from tierserve.errors import Conflict
 from tierserve.rollout import Rollout
-from tierserve.storage import parse_database
+from tierserve.storage import SqliteOnThread, parse_database
 
 SQLITE_FILE = "rollouts.db"
 
@@ -45,7 +43,6 @@ class RolloutStore:
     """The queries, for either database; a subclass runs statements in one transaction."""
 
     placeholder = "?"
-    schema: tuple[str, ...] = ()
 
     async def open(self) -> None: ...
 
@@ -133,51 +130,20 @@ _INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS rollouts_current ON rollouts (model)
 class SqliteRolloutStore(RolloutStore):
     """On a thread of its own: the event loop never waits on the file."""
 
-    schema = (_TABLE, _INDEX)
-
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self.db = SqliteOnThread(path, (_TABLE, _INDEX), "rollout")
 
     async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollouts-sqlite")
-        await self._run(self._open)
-
-    def _open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            for statement in self.schema:
-                db.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise InvalidInput(f"cannot open the rollout database {self.path}: {exc}") from exc
-        self._db = db
+        await self.db.open()
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._thread.shutdown(wait=True)
-        self._thread = None
-
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._thread is None:
-            raise RuntimeError("the rollout store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        await self.db.close()
 
     async def _transaction(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
-        result: tuple[list[tuple[Any, ...]], int] = await self._run(self._execute, statements)
-        return result
+        return await self.db.run(self._execute, statements)
 
     def _execute(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
-        db = self._db
-        if db is None:
-            raise RuntimeError("the rollout store is not open")
+        db = self.db.conn
         db.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in statements:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from tierserve.errors import InvalidInput
 from tierserve.security.keys import KeyRecord
 from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.store import (
@@ -20,6 +18,7 @@ from tierserve.security.store import (
     key_from_row,
     key_row,
 )
+from tierserve.storage import open_postgres_pool
 
 _SCHEMA_LOCK = 0x7473736563757269  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -70,28 +69,17 @@ _INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.joi
 
 class PostgresSecurityStore:
     def __init__(self, conninfo: str) -> None:
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=2,
-            kwargs={"autocommit": True},
-            open=False,
-            name="tierserve-security",
-        )
+        self.conninfo = conninfo
+        self._pool: AsyncConnectionPool = AsyncConnectionPool(conninfo, open=False)  # replaced by open()
 
     async def open(self) -> None:
-        try:
-            await self._pool.open(wait=True, timeout=15.0)
-        except psycopg.Error as exc:
-            await self._pool.close()
-            raise InvalidInput(f"cannot connect to the security database: {exc}") from exc
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in [*_SCHEMA, USAGE_SCHEMA]:
-                await conn.execute(statement)
+        self._pool = await open_postgres_pool(
+            self.conninfo, "security", [*_SCHEMA, USAGE_SCHEMA], _SCHEMA_LOCK
+        )
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
