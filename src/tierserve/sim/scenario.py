@@ -137,8 +137,9 @@ def build_trace(raw: Mapping[str, Any], base: Path, seed: int) -> Trace:
     raise InvalidInput("trace kind must be poisson, diurnal, bursts or replay")
 
 
-def run_tierserve(s: Scenario) -> SimResult:
-    return simulate(SimConfig(s.pools, s.tiers, True, "slo", s.tick_s, s.seed, "tierserve"), s.trace)
+def run_tierserve(s: Scenario, progress: Progress | None = None) -> SimResult:
+    config = SimConfig(s.pools, s.tiers, True, "plan", s.tick_s, s.seed, "tierserve")
+    return simulate(config, s.trace, progress("tierserve") if progress else None)
 
 
 def cheapest_pool(pools: list[SimPoolSpec]) -> SimPoolSpec:
@@ -152,11 +153,14 @@ def fixed(spec: SimPoolSpec, n: int) -> SimPoolSpec:
     return dataclasses.replace(spec, replicas=n, min_replicas=n, max_replicas=n, provisioning_delay_s=0.0)
 
 
-def run_fixed_sized_for_gold(s: Scenario, spec: SimPoolSpec, name: str) -> tuple[SimResult, int]:
+def run_fixed_sized_for_gold(
+    s: Scenario, spec: SimPoolSpec, name: str, progress: Progress | None = None
+) -> tuple[SimResult, int]:
     """The smallest fixed fleet of ``spec`` whose FIFO service meets gold for >= 99.9% (bisection)."""
 
     def run(n: int) -> SimResult:
-        return simulate(SimConfig([fixed(spec, n)], s.tiers, False, "fixed", s.tick_s, s.seed, name), s.trace)
+        config = SimConfig([fixed(spec, n)], s.tiers, False, "fixed", s.tick_s, s.seed, name)
+        return simulate(config, s.trace, progress(f"{name} x{n}") if progress else None)
 
     def meets(result: SimResult) -> bool:
         gold = min(s.tiers, key=lambda t: t.priority).name
@@ -200,21 +204,21 @@ def _smallest(
     return best
 
 
-def run_reactive(s: Scenario, spec: SimPoolSpec) -> SimResult:
+def run_reactive(s: Scenario, spec: SimPoolSpec, progress: Progress | None = None) -> SimResult:
     config = SimConfig([spec], s.tiers, False, "utilisation", s.tick_s, s.seed, "reactive")
-    return simulate(config, s.trace)
+    return simulate(config, s.trace, progress("reactive") if progress else None)
 
 
 def run_all(s: Scenario, *, baselines: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     if s.counts is not None:
         return run_all_fluid(s, s.counts, baselines=baselines, progress=progress)
-    results = {"tierserve": run_tierserve(s)}
+    results = {"tierserve": run_tierserve(s, progress)}
     sizes: dict[str, int] = {}
     if baselines:
         for spec in s.pools:
             name = f"{spec.name}-fixed"
-            results[name], sizes[name] = run_fixed_sized_for_gold(s, spec, name)
-        results["reactive"] = run_reactive(s, cheapest_pool(s.pools))
+            results[name], sizes[name] = run_fixed_sized_for_gold(s, spec, name, progress)
+        results["reactive"] = run_reactive(s, cheapest_pool(s.pools), progress)
     return {"results": results, "fixed_sizes": sizes}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,12 +87,16 @@ class SimResult:
         }
 
 
-def simulate(config: SimConfig, trace: Trace) -> SimResult:
-    return _Simulation(config, trace).run()
+def simulate(config: SimConfig, trace: Trace, progress: Callable[[float], None] | None = None) -> SimResult:
+    """``progress`` hears the share of the trace done at every autoscaling tick, and 1.0 at the end."""
+    return _Simulation(config, trace, progress).run()
 
 
 class _Simulation:
-    def __init__(self, config: SimConfig, trace: Trace) -> None:
+    def __init__(
+        self, config: SimConfig, trace: Trace, progress: Callable[[float], None] | None = None
+    ) -> None:
+        self.progress = progress
         self.config = config
         self.trace = trace
         rng = np.random.default_rng(config.seed)
@@ -142,11 +147,15 @@ class _Simulation:
                 self.dispatch(p, time)
             elif kind == _TICK and (i < n or any(len(p.queue) for p in self.pools)):
                 self.tick(time)
+                if self.progress is not None and end > 0:
+                    self.progress(min(0.999, time / end))
                 if time < end:
                     self.push(time + self.config.tick_s, _TICK, -1)
         stop = max(end, max((p.alive_since for p in self.pools), default=0.0))
         for pool in self.pools:
             pool.account(stop)
+        if self.progress is not None:
+            self.progress(1.0)
         costs = {p.spec.name: hourly_cost(p) for p in self.pools}
         return SimResult(
             name=self.config.name,
