@@ -271,11 +271,12 @@ class InferenceService:
     async def model_stream_infer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        """Each request of the stream runs as it arrives (up to STREAM_IN_FLIGHT at once); responses
-        go back as they finish, matched by ``id``; a failed request answers ``error_message`` and the
-        stream goes on, as Triton's does."""
+        """Each request of the stream runs as it arrives; responses go back as they finish, matched by
+        ``id``; a failed request answers ``error_message`` and the stream goes on, as Triton's does.
+        At most STREAM_IN_FLIGHT requests are running or waiting to be sent back: a client that
+        sends without reading is not read from either (memory stays bounded)."""
         metadata = _metadata(context)
-        done: asyncio.Queue[Any] = asyncio.Queue()
+        done: asyncio.Queue[Any] = asyncio.Queue()  # bounded by ``slots``
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
@@ -293,19 +294,19 @@ class InferenceService:
                         model_name=request.model_name, model_version=request.model_version, id=request.id
                     ),
                 )
-            finally:
-                slots.release()
             done.put_nowait(response)
 
         async def read() -> None:
-            async for request in requests:
-                await slots.acquire()
-                task = asyncio.create_task(one(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.wait(set(running))
-            done.put_nowait(None)
+            try:
+                async for request in requests:
+                    await slots.acquire()  # given back once its response is sent
+                    task = asyncio.create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                done.put_nowait(None)  # the end of the stream, or of a failed read
 
         reader = asyncio.create_task(read())
         try:
@@ -314,6 +315,7 @@ class InferenceService:
                 if response is None:
                     break
                 yield response
+                slots.release()
             await reader  # a failed read (the client reset the stream) ends the call with its error
         finally:
             reader.cancel()
