@@ -59,6 +59,7 @@ class ServerSettings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     key_refresh_s: float = 2.0  # keys made or revoked by the CLI or another server apply within this
+    audit_retention_days: float = 90.0  # older audit records are deleted (hourly); 0: kept for ever
     audit_queue_size: int = 10000  # inference audit records waiting; more are dropped (and counted)
     # result cache (tierserve.cache) of the models whose config.yaml opts in
     cache_bytes: int = 256 * 1024 * 1024  # this process's LRU layer, in bytes of cached answers

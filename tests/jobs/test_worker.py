@@ -190,8 +190,16 @@ async def test_no_more_jobs_run_at_once_than_the_concurrency(store: SqliteJobSto
     pool = workers(store, engine, concurrency=2)
     try:
         ids = [await submit(store) for _ in range(6)]
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while engine.running < 2:  # polled with a generous deadline, not a fixed sleep
+            assert time.monotonic() < deadline, f"only {engine.running} jobs started"
+            await asyncio.sleep(0.01)
+        for _ in range(3):  # with both slots taken, more wake-ups and turns of the loop start nothing
+            pool.wake()
+            for _ in range(20):
+                await asyncio.sleep(0)
         assert engine.running == 2
+        assert (await store.summary()).counts == {"running": 2, "queued": 4}
         hold.set()
         jobs = [await settle(store, job_id) for job_id in ids]
     finally:

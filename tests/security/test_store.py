@@ -143,3 +143,21 @@ def test_sqlite_keeps_security_beside_the_jobs(tmp_path: Path) -> None:
     assert open_security_store("", tmp_path).path == tmp_path / SQLITE_FILE  # type: ignore[attr-defined]
     named = open_security_store(f"sqlite:///{tmp_path}/x/jobs-a.db", Path("unused"))
     assert named.path == tmp_path / "x" / SQLITE_FILE  # type: ignore[attr-defined]
+
+
+async def test_retention_deletes_only_records_older_than_its_cut_off(store: SecurityStore) -> None:
+    await store.append([audit(T0), audit(T0 + 10), audit(T0 + 20)])
+    assert await store.purge_audit(T0 + 10) == 1
+    assert [r.at for r in await store.audit(AuditQuery())] == [T0 + 20, T0 + 10]
+    assert await store.purge_audit(T0 + 10) == 0
+
+
+async def test_stored_audit_text_is_bounded(store: SecurityStore) -> None:
+    from tierserve.security.records import MAX_DETAIL, MAX_TEXT
+
+    # A refused call naming a 30,000-character model grew the log by 40 KB per call.
+    await store.append([audit(T0, model="m" * 30_000, target="t" * 30_000, detail="d" * 30_000)])
+    (stored,) = await store.audit(AuditQuery())
+    assert stored.model is not None and len(stored.model) <= MAX_TEXT and "30000 chars" in stored.model
+    assert stored.target is not None and len(stored.target) <= MAX_TEXT
+    assert stored.detail is not None and len(stored.detail) <= MAX_DETAIL

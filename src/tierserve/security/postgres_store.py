@@ -58,8 +58,16 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at)",
     "CREATE INDEX IF NOT EXISTS audit_tenant ON audit_log (tenant, seq)",
     "CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq)",
+    # Append-only, except the retention purge: only records older than its latest cut-off go.
+    "CREATE TABLE IF NOT EXISTS audit_retention (before DOUBLE PRECISION NOT NULL)",
     """CREATE OR REPLACE FUNCTION tierserve_audit_append_only() RETURNS trigger AS $$
-        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql""",
+        BEGIN
+            IF TG_OP = 'DELETE'
+               AND OLD.at < (SELECT coalesce(max(before), 0) FROM audit_retention) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'the audit log is append-only';
+        END $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS audit_append_only ON audit_log",
     """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit_log
         FOR EACH ROW EXECUTE FUNCTION tierserve_audit_append_only()""",
@@ -123,6 +131,12 @@ class PostgresSecurityStore:
     async def append(self, records: Sequence[AuditRecord]) -> None:
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             await cursor.executemany(_INSERT_AUDIT, [record_row(r) for r in records])
+
+    async def purge_audit(self, before: float) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("INSERT INTO audit_retention (before) VALUES (%s)", (before,))
+            cursor = await conn.execute("DELETE FROM audit_log WHERE at < %s", (before,))
+            return cursor.rowcount
 
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         where, params = query.where("%s")

@@ -38,6 +38,8 @@ from tierserve.security.tokens import JwtSettings, TokenVerifier
 
 log = logging.getLogger(__name__)
 
+AUDIT_PURGE_S = 3600.0
+
 
 class SecurityService:
     def __init__(
@@ -48,6 +50,7 @@ class SecurityService:
         tiers: TierTable,
         *,
         refresh_s: float = 2.0,
+        audit_retention_s: float = 0.0,
         clock: Callable[[], float] = time.time,  # wall clock: stored times outlive this process
     ) -> None:
         self.store = store
@@ -55,6 +58,7 @@ class SecurityService:
         self.audit = audit
         self.tiers = tiers
         self.refresh_s = refresh_s
+        self.audit_retention_s = audit_retention_s
         self._clock = clock
         self._version: tuple[Any, ...] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -83,7 +87,14 @@ class SecurityService:
             insecure=settings.insecure,
         )
         audit = AuditLog(store, registry, max_queue=settings.audit_queue_size)
-        return cls(store, guard, audit, tiers, refresh_s=settings.key_refresh_s)
+        return cls(
+            store,
+            guard,
+            audit,
+            tiers,
+            refresh_s=settings.key_refresh_s,
+            audit_retention_s=settings.audit_retention_days * 86400,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -111,9 +122,26 @@ class SecurityService:
         self.guard.load_keys(await self.store.keys(include_revoked=False))
         self._version = version
 
+    async def purge_audit(self) -> int:
+        """Delete audit records past the retention (none when it is 0); how many."""
+        if self.audit_retention_s <= 0:
+            return 0
+        purged = await self.store.purge_audit(self._clock() - self.audit_retention_s)
+        if purged:
+            log.info("purged %d audit record(s) older than the retention", purged)
+        return purged
+
     async def _refresh_loop(self) -> None:
-        """Keys made or revoked elsewhere (the CLI, another server) take effect within ``refresh_s``."""
+        """Keys made or revoked elsewhere (the CLI, another server) take effect within ``refresh_s``;
+        audit records past the retention are purged every ``AUDIT_PURGE_S``."""
+        next_purge = 0.0
         while True:
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + AUDIT_PURGE_S
+                try:
+                    await self.purge_audit()
+                except Exception:
+                    log.exception("purging old audit records failed")
             await asyncio.sleep(self.refresh_s)
             try:
                 if await self.store.keys_version() != self._version:

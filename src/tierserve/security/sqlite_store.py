@@ -64,7 +64,12 @@ CREATE INDEX IF NOT EXISTS audit_tenant ON audit_log (tenant, seq);
 CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
+-- Append-only, except the retention purge: it records its cut-off first, and only records older
+-- than the latest cut-off may be deleted.
+CREATE TABLE IF NOT EXISTS audit_retention (before REAL NOT NULL);
+DROP TRIGGER IF EXISTS audit_no_delete;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_log
+    WHEN old.at >= (SELECT coalesce(max(before), 0) FROM audit_retention)
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 _INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -183,6 +188,21 @@ class SqliteSecurityStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    async def purge_audit(self, before: float) -> int:
+        return await self._run(self._purge_audit, before)
+
+    def _purge_audit(self, before: float) -> int:
+        db = self._conn
+        db.execute("BEGIN")
+        try:
+            db.execute("INSERT INTO audit_retention (before) VALUES (?)", (before,))
+            deleted = db.execute("DELETE FROM audit_log WHERE at < ?", (before,)).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return int(deleted)
 
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         where, params = query.where("?")

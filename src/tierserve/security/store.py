@@ -4,7 +4,8 @@ SQLite keeps them in ``security.db`` next to the job database, not in the same f
 one writer per file, and the job store writes on the event loop's thread, where waiting on a lock
 held by an audit flush would stall every request. PostgreSQL keeps them in the same database as
 the jobs (tables ``api_keys`` and ``audit_log``). The audit log is append-only in both: triggers
-refuse UPDATE and DELETE.
+refuse UPDATE and DELETE, except the retention purge's deletion of records older than its cut-off
+(``--audit-retention-days``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class SecurityStore(Protocol):
 
     async def append(self, records: Sequence[AuditRecord]) -> None:
         """Store audit records in one transaction."""
+
+    async def purge_audit(self, before: float) -> int:
+        """Delete the audit records older than ``before`` (the retention); how many."""
 
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Newest first, at most ``query.limit + 1`` (one more tells that a next page exists)."""
