@@ -195,6 +195,10 @@ def _launch(repo: Path, env: Mapping[str, str] | None, extra_args: Sequence[str]
     return RunningServer(process, port, workdir, log_path, log_file)
 
 
+def _bound(server: RunningServer) -> bool:
+    return f"running on http://127.0.0.1:{server.port}" in server.log_text().lower()
+
+
 def _wait_ready(server: RunningServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer yet"
@@ -207,7 +211,9 @@ def _wait_ready(server: RunningServer, timeout: float) -> None:
                 )
             try:
                 response = client.get("/v2/health/ready")
-                if response.status_code == 200:
+                # Ours, not whatever else took the port meanwhile (another session's metrics exporter
+                # answers every path with 200): uvicorn logs the bind only once it holds the port.
+                if response.status_code == 200 and _bound(server):
                     return
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
             except httpx.TransportError as exc:
