@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tierserve.errors import InvalidInput
+from tierserve.errors import InvalidInput, NotFound
 from tierserve.retrieval.collection import Collection, NewItem
 from tierserve.retrieval.filters import flatten, parse
 from tierserve.retrieval.index import exact_scores
@@ -123,3 +123,18 @@ def test_items_without_metadata_beside_filtered_ones(store: CollectionStore, tmp
     hits = collection.search(tagged[3].vector, 5, parse({"group": 3}))
     assert [h.key for h in hits] == ["v3"]
     assert len(collection.search(tagged[3].vector, 5, parse({"group": {"$ne": 3}}))) == 5
+
+
+def test_a_dropped_collection_takes_no_more_writes_and_its_id_is_never_reused(
+    store: CollectionStore, tmp_path: Path
+) -> None:
+    collection = _open(store, tmp_path)
+    collection.upsert(_items(5))
+    first_id = collection.record.id
+    collection.destroy(lambda: store.drop(first_id))
+    with pytest.raises(NotFound):
+        collection.upsert(_items(1, prefix="late"))
+    assert not collection.directory.exists()
+    again = store.create("t", "c", DIM, "cosine", "i8", None)
+    assert again.id > first_id
+    assert list(store.live(again.id)) == []

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tierserve.errors import InvalidInput
+from tierserve.errors import InvalidInput, NotFound
 from tierserve.retrieval.columns import MetadataColumns
 from tierserve.retrieval.filters import Filter, flatten
 from tierserve.retrieval.index import EXPANSION_SEARCH, IndexSpec, VectorFile, VectorIndex, exact_scores
@@ -80,6 +81,7 @@ class Collection:
         self._next_slot = record.next_slot
         self._count = 0
         self._changes = 0
+        self._dropped = False
         self._load()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class Collection:
     def upsert(self, items: list[NewItem]) -> int:
         """Store ``items`` (new ids added, known ids replaced); how many ids were new."""
         with self._write:
+            self._check_open()
             first = self._next_slot
             slots = np.arange(first, first + len(items), dtype=np.int64)
             self._vectors.write(slots, np.stack([item.vector for item in items]))
@@ -141,6 +144,7 @@ class Collection:
 
     def delete_keys(self, keys: list[str]) -> int:
         with self._write:
+            self._check_open()
             slots = self._store.delete(self.record.id, keys)
             self._forget(slots)
             self._count -= len(slots)
@@ -178,9 +182,17 @@ class Collection:
                 self._checkpoint()
             self._vectors.close()
 
-    def destroy(self) -> None:
+    def destroy(self, forget: Callable[[], None]) -> None:
+        """``forget`` (the store's drop) and remove the files, between writes: a write that waited
+        for this one finds the collection gone instead of writing rows nobody owns."""
         with self._write:
+            forget()
+            self._dropped = True
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._dropped:
+            raise NotFound(f"collection '{self.record.name}' is not found")
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -284,27 +296,31 @@ class Collection:
         ordered: np.ndarray = best_slots[np.argsort(-best_scores, kind="stable")]
         return ordered
 
-    def check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
-        """float32 rows of this collection's dimension, finite; unit length for cosine."""
+    def check_vectors(self, vectors: np.ndarray, what: str, positions: list[int] | None = None) -> np.ndarray:
+        """float32 rows of this collection's dimension, finite; unit length for cosine. Messages name
+        row ``i`` as ``what[positions[i]]`` (its place in the request)."""
         if vectors.ndim != 2 or vectors.shape[1] != self.record.dimension:
             got = vectors.shape[-1] if vectors.ndim else 0
             raise InvalidInput(
                 f"{what}: dimension {got}; collection '{self.record.name}' holds {self.record.dimension}"
             )
-        return normalise(self.spec.metric, vectors, what)
+        return normalise(self.spec.metric, vectors, what, positions)
 
 
-def normalise(metric: str, vectors: np.ndarray, what: str) -> np.ndarray:
+def normalise(metric: str, vectors: np.ndarray, what: str, positions: list[int] | None = None) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def place(row: int) -> int:
+        return positions[row] if positions is not None else row
+
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
-        raise InvalidInput(f"{what}[{int(np.flatnonzero(bad)[0])}] holds NaN or infinity")
+        raise InvalidInput(f"{what}[{place(int(np.flatnonzero(bad)[0]))}] holds NaN or infinity")
     if metric != "cosine":
         return vectors
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if (norms == 0).any():
-        raise InvalidInput(
-            f"{what}[{int(np.flatnonzero(norms[:, 0] == 0)[0])}] is all zeros: it has no direction"
-        )
+        row = place(int(np.flatnonzero(norms[:, 0] == 0)[0]))
+        raise InvalidInput(f"{what}[{row}] is all zeros: it has no direction")
     unit: np.ndarray = vectors / norms
     return unit

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tierserve.errors import InvalidInput, NotFound, TierserveError
+from tierserve.errors import InvalidInput, NotFound
 from tierserve.retrieval import filters
 from tierserve.retrieval.collection import Collection, Hit, NewItem
 from tierserve.retrieval.embeddings import EmbeddingService
@@ -44,9 +44,7 @@ MAX_CROSS_CANDIDATES = 500
 DATABASE = "collections.db"
 
 
-class CollectionNotFound(TierserveError):
-    status_code = 404
-
+class CollectionNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"collection '{name}' is not found")
 
@@ -129,9 +127,8 @@ class CollectionService:
     def drop(self, tenant: str, name: str) -> None:
         collection = self.find(tenant, name)
         with self._lock:
-            self.store.drop(collection.record.id)  # committed: the collection is gone
+            collection.destroy(lambda: self.store.drop(collection.record.id))
             self._open.pop((tenant, name), None)
-        collection.destroy()
 
     def find(self, tenant: str, name: str) -> Collection:
         found = self._open.get((tenant, name))
@@ -166,26 +163,24 @@ class CollectionService:
             raise InvalidInput("'items' must be a non-empty list of {id, vector or text, metadata}")
         if len(raw) > MAX_ITEMS_PER_REQUEST:
             raise InvalidInput(f"{len(raw)} items in one request; at most {MAX_ITEMS_PER_REQUEST}")
-        keys, metas, texts, given = _parse_items(raw)
+        keys, metas, texts, given, matrix = await asyncio.to_thread(_prepare_items, raw, collection)
         if collection.count + len(raw) > MAX_ITEMS_PER_COLLECTION:
             raise InvalidInput(f"collection '{name}' would exceed {MAX_ITEMS_PER_COLLECTION} items")
-        matrix = np.empty((len(raw), collection.record.dimension), dtype=np.float32)
-        if given:
-            matrix[given] = _vectors(
-                [raw[i]["vector"] for i in given],
-                [f"items[{i}].vector" for i in given],
-                collection.record.dimension,
-            )
         has_vector = set(given)
         to_embed = [i for i in range(len(raw)) if i not in has_vector]
         if to_embed:
             model = _model_for(body, collection)
             embedded = await self._embeddings.embed_texts(model, [texts[i] or "" for i in to_embed], hint)
             matrix[to_embed] = collection.check_vectors(embedded.vectors, "text embedding")
-        matrix = collection.check_vectors(matrix, "items")
-        items = [NewItem(key, matrix[i], metas[i], _flat(metas[i]), texts[i]) for i, key in enumerate(keys)]
-        added = await asyncio.to_thread(collection.upsert, items)
-        return {"upserted": len(items), "added": added, "count": collection.count}
+
+        def write() -> int:
+            items = [
+                NewItem(key, matrix[i], metas[i], _flat(metas[i]), texts[i]) for i, key in enumerate(keys)
+            ]
+            return collection.upsert(items)
+
+        added = await asyncio.to_thread(write)
+        return {"upserted": len(keys), "added": added, "count": collection.count}
 
     async def delete(self, tenant: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         collection = await self._find(tenant, name)
@@ -305,6 +300,21 @@ def _model_for(body: Mapping[str, Any], collection: Collection) -> str:
 
 def _flat(metadata: str | None) -> dict[str, Any]:
     return filters.flatten(orjson.loads(metadata)) if metadata else {}
+
+
+def _prepare_items(
+    raw: list[Any], collection: Collection
+) -> tuple[list[str], list[str | None], list[str | None], list[int], np.ndarray]:
+    """Everything an upsert checks before it embeds or writes (off the event loop: large bodies take
+    a while). The matrix holds the given vectors, checked; rows of items with text are filled later."""
+    keys, metas, texts, given = _parse_items(raw)
+    dimension = collection.record.dimension
+    matrix = np.empty((len(raw), dimension), dtype=np.float32)
+    if given:
+        names = [f"items[{i}].vector" for i in given]
+        vectors = _vectors([raw[i]["vector"] for i in given], names, dimension)
+        matrix[given] = collection.check_vectors(vectors, "items", positions=given)
+    return keys, metas, texts, given, matrix
 
 
 def _parse_items(raw: list[Any]) -> tuple[list[str], list[str | None], list[str | None], list[int]]:

@@ -20,7 +20,7 @@ from tierserve.errors import Conflict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: files and rows of a dropped one stay apart
     tenant TEXT NOT NULL,
     name TEXT NOT NULL,
     dimension INTEGER NOT NULL,
