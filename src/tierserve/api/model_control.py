@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tierserve.api.codec import parse_json_object
 from tierserve.engine.engine import Engine
 from tierserve.errors import InvalidInput
+from tierserve.protocol.codec import parse_json_object
 from tierserve.repository.repository import LoadOverride, write_uploaded_files
 
 _loading = threading.Lock()  # an override and the load it is for go together

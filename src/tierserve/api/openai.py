@@ -21,10 +21,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tierserve.api.body import read_body
-from tierserve.api.codec import parse_json_object
 from tierserve.api.responses import error_docs, json_body_doc
 from tierserve.engine.request import InferRequest
 from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
+from tierserve.protocol.codec import parse_json_object
 from tierserve.retrieval.embeddings import Embedded
 from tierserve.retrieval.inference import TierHint
 from tierserve.security import access

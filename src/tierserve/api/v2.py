@@ -15,7 +15,6 @@ from starlette.routing import Route
 
 from tierserve.api import documents
 from tierserve.api.body import read_body
-from tierserve.api.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
 from tierserve.api.compression import compress_response
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
 from tierserve.api.early import reject_early
@@ -27,6 +26,7 @@ from tierserve.api.rollouts import route_keys
 from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
+from tierserve.protocol.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
 from tierserve.security import access
 from tierserve.security.access import apply_key_tier, audited, guarded
 

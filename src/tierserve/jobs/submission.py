@@ -13,6 +13,7 @@ from tierserve.engine.engine import Engine
 from tierserve.engine.validate import prepare
 from tierserve.errors import InvalidInput
 from tierserve.jobs.job import JobSpec
+from tierserve.protocol.codec import decode_request
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
@@ -46,7 +47,6 @@ def build_spec(
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidInput("a job needs 'model', the name of a model")
-    from tierserve.api.codec import decode_request  # at call time: tierserve.api imports this package
 
     version = _version(doc.get("version"))
     deployment = engine.deployment(model, version)

@@ -22,6 +22,7 @@ from tierserve.jobs.events import JobEvents
 from tierserve.jobs.job import Lease
 from tierserve.jobs.states import Decision, Failure, JobStatus, RetryPolicy, after_failure, on_lease
 from tierserve.jobs.store import JobStore
+from tierserve.protocol.codec import decode_request, encode_response
 from tierserve.rollout.split import RouteKeys
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,6 @@ class JobWorkers:
         self.events.publish(job.id)
 
     async def _infer(self, lease: Lease) -> bytes:
-        from tierserve.api.codec import decode_request, encode_response  # tierserve.api imports us
 
         job = lease.job
         assert job.body is not None

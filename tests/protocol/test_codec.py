@@ -5,10 +5,10 @@ import numpy as np
 import orjson
 import pytest
 
-from tierserve.api.codec import decode_request, encode_response
 from tierserve.datatypes import BY_NAME
 from tierserve.engine.request import InferResponse, OutputTensor
 from tierserve.errors import InvalidInput
+from tierserve.protocol.codec import decode_request, encode_response
 
 
 def binary_body(header: dict[str, object], blob: bytes) -> tuple[bytes, str]:
