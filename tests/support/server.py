@@ -196,7 +196,26 @@ def _launch(repo: Path, env: Mapping[str, str] | None, extra_args: Sequence[str]
 
 
 def _bound(server: RunningServer) -> bool:
-    return f"running on http://127.0.0.1:{server.port}" in server.log_text().lower()
+    """Whether ``server``'s own process holds a listening socket on its port (Linux's /proc; True
+    where there is none to ask)."""
+    try:
+        listening = _listening_inodes(server.port)
+        held = {os.readlink(fd) for fd in Path(f"/proc/{server.pid}/fd").iterdir()}
+    except OSError:
+        return not Path("/proc/net/tcp").exists()
+    return any(f"socket:[{inode}]" in held for inode in listening)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            next(rows)  # the header
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    return inodes
 
 
 def _wait_ready(server: RunningServer, timeout: float) -> None:
@@ -212,7 +231,7 @@ def _wait_ready(server: RunningServer, timeout: float) -> None:
             try:
                 response = client.get("/v2/health/ready")
                 # Ours, not whatever else took the port meanwhile (another session's metrics exporter
-                # answers every path with 200): uvicorn logs the bind only once it holds the port.
+                # answers every path with 200).
                 if response.status_code == 200 and _bound(server):
                     return
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
