@@ -316,6 +316,8 @@ def test_acknowledged_writes_survive_sigkill(example_repo: Path, tmp_path: Path)
         httpx.Client(base_url=server.base_url, timeout=60) as http,
     ):
         assert _ok(http.get("/v1/collections/durable"))["count"] == 498
+        exported = http.get("/metrics").text
+        assert 'tierserve_collection_items{collection="durable",tenant=""} 498.0' in exported
         assert http.get("/v1/collections/durable/items/v0").status_code == 404
         assert _ok(http.get("/v1/collections/durable/items/v499"))["metadata"] == {"i": 499}
         for i in (2, 250, 499):

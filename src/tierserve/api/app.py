@@ -157,6 +157,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     embeddings = EmbeddingService(engine)
     collection_service = CollectionService(settings.state_dir, embeddings)
+    metrics.add_source(collection_service.metric_families)
     app.state.tierserve = AppState(
         settings=settings,
         engine=engine,

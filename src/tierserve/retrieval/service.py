@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from prometheus_client.core import GaugeMetricFamily
 
 from tierserve.errors import InvalidInput, NotFound
 from tierserve.retrieval import filters
@@ -83,6 +84,21 @@ class CollectionService:
         for entry in self._root.iterdir():
             if entry.is_dir() and entry.name not in known:
                 shutil.rmtree(entry, ignore_errors=True)
+
+    def metric_families(self) -> list[GaugeMetricFamily]:
+        """Items and index memory of every open collection (those used since the start), at scrape."""
+        items = GaugeMetricFamily(
+            "tierserve_collection_items", "Items in a vector collection.", labels=["tenant", "collection"]
+        )
+        memory = GaugeMetricFamily(
+            "tierserve_collection_index_bytes",
+            "Memory of a collection's vector index (the graph and its stored vectors).",
+            labels=["tenant", "collection"],
+        )
+        for (tenant, name), collection in list(self._open.items()):
+            items.add_metric([tenant, name], collection.count)
+            memory.add_metric([tenant, name], collection.describe()["index_bytes"])
+        return [items, memory]
 
     def close(self) -> None:
         with self._lock:
