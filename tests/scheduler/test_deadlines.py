@@ -90,6 +90,15 @@ def test_a_batch_headed_by_gold_is_split_over_the_replicas_freeing_up_next() -> 
     assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g2", "g3"]
 
 
+def test_a_batch_headed_by_silver_stays_full_while_gold_is_covered() -> None:
+    q = queue()
+    q.push(req("g", GOLD), now=0.0)
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g"]
+    for i in range(20):
+        q.push(req(f"s{i}", SILVER, budget_ms=1000), now=0.0)
+    assert len(names(q.next_batch(0.0, IDLE_OTHER))) == 16  # only gold's own batches are split
+
+
 def test_one_replica_cuts_batches_to_golds_slack_while_gold_is_active_and_not_after() -> None:
     q = queue(activity_window_s=2.0)
     q.push(req("g", GOLD, arrival=0.0), now=0.0)

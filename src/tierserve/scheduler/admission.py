@@ -128,7 +128,7 @@ def option(
     (queued requests per replica, the tie-breaker). ``replicas_free_at`` may list only the replicas
     that free up first (a large fleet's idle ones, say): the batches ahead of ``t`` go to those."""
     probe: Pending[None] = Pending(payload=None, rows=t.rows, batch_key=None, arrival=t.arrival)
-    probe.priority, probe.reject_late = t.priority, t.reject_late
+    probe.priority, probe.reject_late, probe.deadline = t.priority, t.reject_late, t.deadline
     finish = queue.predict_finish(probe, now, replicas_free_at) + price.rtt_s
     load = len(queue) / max(1, replicas)
     return PoolOption(name, finish, cost_per_item(queue, price, t.rows), load, price.approximate, available)
