@@ -7,12 +7,13 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from tierserve.api.app import create_app
+from tierserve.api.app import AppState, Sidecar, create_app
 from tierserve.api.hot import HotPath
 from tierserve.config import ServerSettings
 from tierserve.connections import default_max_connections, limited_protocol
@@ -23,12 +24,25 @@ log = logging.getLogger(__name__)
 STARTUP_FAILED = 2  # the exit status when the server could not start (a store, --exit-on-error, the port)
 
 
+def _sidecars(settings: ServerSettings) -> list[Sidecar]:
+    """gRPC beside REST when ``--grpc-port`` is given (grpcio is imported only then)."""
+    if not settings.grpc_port:
+        return []
+    from tierserve.grpc_api.server import start_grpc
+
+    async def grpc_service(state: AppState) -> Callable[[], Awaitable[object]]:
+        server = await start_grpc(settings, state.engine, state.security)
+        return lambda: server.stop(settings.graceful_shutdown_s)
+
+    return [grpc_service]
+
+
 def run(settings: ServerSettings) -> int:
     """Serve until SIGINT/SIGTERM; the exit status (0, or ``STARTUP_FAILED``)."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    app = create_app(settings, sidecars=_sidecars(settings))
     config = uvicorn.Config(
         # inference requests skip FastAPI's middleware and router; start-up errors are one line
         HotPath(_OneLineStartupErrors(app)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -63,7 +63,12 @@ class AppState:
         self.jobs.begin_shutdown()
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
+# Another protocol served beside REST from the same state (gRPC: ``tierserve.server`` passes it, so
+# this layer never imports the one above it): started once the app is up; what it returns stops it.
+Sidecar = Callable[["AppState"], Awaitable[Callable[[], Awaitable[object]]]]
+
+
+def create_app(settings: ServerSettings, *, sidecars: Sequence[Sidecar] = ()) -> FastAPI:
     metrics = NotingMetrics()  # also tells the inference audit record which pool served it
     server_config = load_server_config(settings.config_file)
     engine = build_engine(settings, server_config, metrics)
@@ -134,16 +139,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         await rollout_service.open()  # stored rollouts route from the first request
         rollout_service.start(loading)
         scaling = asyncio.create_task(autoscaler.run()) if settings.autoscale != "off" else None
-        grpc_server = None
-        if settings.grpc_port:
-            from tierserve.grpc_api.server import start_grpc  # grpcio only for servers that speak it
-
-            grpc_server = await start_grpc(settings, engine, security)
+        stops = [await start(app.state.tierserve) for start in sidecars]
         try:
             yield
         finally:
-            if grpc_server is not None:
-                await grpc_server.stop(settings.graceful_shutdown_s)  # in-flight calls finish first
+            for stop in stops:
+                await stop()  # in-flight calls finish first
             if scaling is not None:
                 scaling.cancel()
             await asyncio.shield(loading)  # load_all never raises
