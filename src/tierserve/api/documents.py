@@ -86,7 +86,7 @@ def model_config(engine: Engine, model_name: str, model_version: str | None) -> 
         "instance_group": [
             {
                 "name": f"{model_name}_{pool}",
-                "kind": "KIND_GPU" if r.pool.kind == "torch-cuda" else "KIND_CPU",
+                "kind": "KIND_GPU" if r.pool.gpu else "KIND_CPU",
                 "count": r.replicas,  # retired replicas (autoscaled down) excluded
             }
             for pool, r in deployment.runners.items()

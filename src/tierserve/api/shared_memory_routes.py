@@ -94,7 +94,7 @@ async def cuda_status(request: Request, region_name: str | None = None) -> Respo
 )
 async def cuda_register(request: Request, region_name: str) -> Response:
     await read_body(request, _SMALL_BODY)
-    if any(pool.kind == "torch-cuda" for pool in _state(request).engine.pools):
+    if any(pool.gpu for pool in _state(request).engine.pools):
         raise InvalidInput(
             "CUDA shared memory is not supported by this server yet, not even with its GPU pool; use "
             "system shared memory (/v2/systemsharedmemory) or send tensors in the request body"

@@ -192,7 +192,7 @@ class LiveAutoscaler:
                  and (not mix or mix.get(t.name, 0.0) > 0)]  # fmt: skip
         tightest = min((t.target_s for t in tiers), default=1.0)
         rtt = pool.rtt_ms / 1000
-        per_request = pool.kind == "remote" and pool.cost_per_1k_requests > 0 and not pool.cost_per_hour
+        per_request = not pool.local and pool.cost_per_1k_requests > 0 and not pool.cost_per_hour
         capacities = []
         for runner in runners:
             if not runner.estimator.known:
@@ -220,7 +220,7 @@ class LiveAutoscaler:
         return self.engine.budgeting.plan_pool(plan)  # free-tier quotas first, spent budgets shut
 
     def _max(self, pool: PoolSpec) -> int:
-        if pool.kind == "remote":
+        if not pool.local:
             return pool.concurrency * max(1, len(pool.endpoints))
         return self.cores if pool.kind in LOCAL_KINDS else 64
 

@@ -27,7 +27,7 @@ from tierserve.engine.budgeting import Budgeting
 from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
 from tierserve.engine.hooks import ResultCache
 from tierserve.engine.host import HostCores
-from tierserve.engine.pools import LOCAL_KINDS, PoolSpec, default_pools
+from tierserve.engine.pools import LOCAL_KINDS, PoolKind, PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.rollouts import RolloutTable
 from tierserve.engine.runner import ModelRunner, Outputs
@@ -355,9 +355,9 @@ class Engine:
         cores: int,
         deployment: Deployment,
     ) -> list[Backend]:
-        if pool.kind == "onnx-cpu":
+        if pool.kind == PoolKind.ONNX_CPU:
             return onnx_backends(path, local_plan(pool, config, cores), config)
-        if pool.kind == "onnx-cpu-int8":
+        if pool.kind == PoolKind.ONNX_CPU_INT8:
             cache = self.state_dir / "variants" / deployment.name / str(deployment.version)
             try:
                 backends, info = int8_backends(
@@ -375,7 +375,7 @@ class Engine:
                     info,
                 )
             return backends
-        if pool.kind == "torch-cuda":
+        if pool.gpu:
             from tierserve.backends.torch_cuda import TorchCudaBackend
 
             return [TorchCudaBackend(path, reference.signature) for _ in range(pool.replicas or 1)]

@@ -57,7 +57,7 @@ class GpuMetrics:
 
     def __init__(self, engine: Engine) -> None:
         self._nvml: Any = None
-        if not any(pool.kind == "torch-cuda" for pool in engine.pools):
+        if not any(pool.gpu for pool in engine.pools):
             return
         try:
             nvml = importlib.import_module("pynvml")

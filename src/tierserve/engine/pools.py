@@ -14,6 +14,7 @@ With no ``pools:``, the server runs one ``onnx-cpu`` pool, plus a ``torch-cuda``
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import logging
 from collections.abc import Mapping
@@ -24,14 +25,23 @@ from tierserve.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-KINDS = ("onnx-cpu", "onnx-cpu-int8", "torch-cuda", "remote")
-LOCAL_KINDS = ("onnx-cpu", "onnx-cpu-int8")  # replicas on this host's cores
+class PoolKind(enum.StrEnum):
+    """The backend a pool runs; its string value is what the server config names."""
+
+    ONNX_CPU = "onnx-cpu"
+    ONNX_CPU_INT8 = "onnx-cpu-int8"  # approximate: dynamic quantization, accepted by an accuracy gate
+    TORCH_CUDA = "torch-cuda"
+    REMOTE = "remote"  # another Open Inference Protocol server
+
+
+KINDS = tuple(PoolKind)
+LOCAL_KINDS = (PoolKind.ONNX_CPU, PoolKind.ONNX_CPU_INT8)  # replicas on this host's cores
 
 
 @dataclass(frozen=True)
 class PoolSpec:
     name: str
-    kind: str
+    kind: PoolKind
     replicas: int | None = None  # local pools: default the model's ``instances``
     threads: int | None = None  # local CPU pools: intra-op threads per replica
     cost_per_hour: float = 0.0  # price of one replica (an instance, a GPU) per hour
@@ -45,11 +55,15 @@ class PoolSpec:
 
     @property
     def approximate(self) -> bool:
-        return self.kind == "onnx-cpu-int8"
+        return self.kind == PoolKind.ONNX_CPU_INT8
 
     @property
     def local(self) -> bool:
-        return self.kind != "remote"
+        return self.kind != PoolKind.REMOTE
+
+    @property
+    def gpu(self) -> bool:
+        return self.kind == PoolKind.TORCH_CUDA
 
     def serves(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -75,9 +89,9 @@ def cuda_available() -> bool:
 
 
 def default_pools() -> list[PoolSpec]:
-    pools = [PoolSpec("cpu", "onnx-cpu")]
+    pools = [PoolSpec("cpu", PoolKind.ONNX_CPU)]
     if cuda_available():
-        pools.append(PoolSpec("cuda:0", "torch-cuda"))
+        pools.append(PoolSpec("cuda:0", PoolKind.TORCH_CUDA))
     return pools
 
 
@@ -90,7 +104,7 @@ def parse_pools(raw: object) -> list[PoolSpec]:
     names = [p.name for p in pools]
     if len(set(names)) != len(names):
         raise InvalidInput(f"pool names must be unique: {names}")
-    usable = [p for p in pools if p.kind != "torch-cuda" or cuda_available()]
+    usable = [p for p in pools if not p.gpu or cuda_available()]
     for pool in set(pools) - set(usable):
         log.warning("pool %s (torch-cuda) is absent: PyTorch with a CUDA device is not available", pool.name)
     if not usable:
@@ -116,7 +130,7 @@ def _parse_pool(entry: object) -> PoolSpec:
     try:
         spec = PoolSpec(
             name=str(entry["name"]),
-            kind=str(kind),
+            kind=PoolKind(kind),
             replicas=None if entry.get("replicas") is None else int(entry["replicas"]),
             threads=None if entry.get("threads") is None else int(entry["threads"]),
             cost_per_hour=float(entry.get("cost_per_hour", 0.0)),
@@ -130,7 +144,7 @@ def _parse_pool(entry: object) -> PoolSpec:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"invalid pool {dict(entry)}: {exc}") from None
-    if spec.kind == "remote" and not spec.endpoints:
+    if spec.kind == PoolKind.REMOTE and not spec.endpoints:
         raise InvalidInput(f"remote pool '{spec.name}' needs at least one endpoint")
     if min(spec.cost_per_hour, spec.cost_per_1k_requests, spec.rtt_ms) < 0 or spec.concurrency < 1:
         raise InvalidInput(f"pool '{spec.name}': costs and rtt must be >= 0 and concurrency >= 1")
