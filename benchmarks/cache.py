@@ -10,6 +10,7 @@ replica, one thread) serves three copies of the same model file, differing only 
 
 - ``minilm``: no cache (the baseline);
 - ``minilm_cached``: ``cache: {tiers: [local, redis]}``;
+- ``minilm_local``: ``cache: {tiers: [local]}`` (measured at 0 % hits only: the miss path without Redis);
 - ``minilm_l2``: ``cache: {tiers: [redis]}`` (every hit comes from Redis: its latency alone).
 
 Redis (``scripts/redis.sh start``) and this client are pinned to the second core, so the load
@@ -82,6 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
     "minilm": "",
     "minilm_cached": "cache: {tiers: [local, redis]}\n",
+    "minilm_local": "cache: {tiers: [local]}\n",
     "minilm_l2": "cache: {tiers: [redis]}\n",
 }
 HIT_RATIOS = (0.0, 0.5, 0.9, 1.0)
@@ -160,6 +162,7 @@ class Window:
     load_average: str
     first_error: str | None = None
     hit_latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    mean_batch: float = math.nan  # rows per batch the server ran in the window
 
 
 def load_average() -> str:
@@ -292,7 +295,15 @@ async def window(
         load_average=load_average(),
         first_error=errors[0] if errors else None,
         hit_latency=hit_latency(text_before, text_after, stream.model),
+        mean_batch=mean_batch(text_before, text_after, stream.model),
     )
+
+
+def mean_batch(before: str, after: str, model: str) -> float:
+    batches = parse_histogram(after, "tierserve_batch_size", model).minus(
+        parse_histogram(before, "tierserve_batch_size", model)
+    )
+    return batches.total / batches.count if batches.count else math.nan
 
 
 async def warm(server: Server, stream: Stream) -> None:
@@ -311,7 +322,9 @@ async def throughput(server: Server, options: Options) -> list[Window]:
         await warm(server, Stream(model, 1.0, options.tokens, 0))
     for round_ in range(options.rounds):
         for ratio in HIT_RATIOS:
-            for model in ("minilm", "minilm_cached"):
+            for model in (
+                ("minilm", "minilm_cached", "minilm_local") if ratio == 0 else ("minilm", "minilm_cached")
+            ):
                 cold += 1_000_000  # never a sentence sent before, in any window
                 stream = Stream(model, ratio, options.tokens, cold)
                 result = await window(server, stream, options.concurrency, options, options.duration_s)
@@ -320,7 +333,8 @@ async def throughput(server: Server, options: Options) -> list[Window]:
                     f"  round {round_ + 1} hits {ratio:>4.0%} {model:<14} {result.items_per_s:8.1f} items/s "
                     f"(seen hit ratio {result.seen_hit_ratio:.2f}, errors {result.errors}, "
                     f"server {result.cpu['server']:.2f} client {result.cpu['client']:.2f} "
-                    f"other {result.cpu['other']:.2f} cores, load {result.load_average})",
+                    f"other {result.cpu['other']:.2f} cores, mean batch {result.mean_batch:.1f}, "
+                    f"load {result.load_average})",
                     flush=True,
                 )
     return windows
@@ -528,6 +542,10 @@ def summarise(windows: list[Window]) -> dict[str, Any]:
             w.items_per_s / w.cpu["server"] if per_cpu and w.cpu["server"] else w.items_per_s for w in chosen
         )
 
+    def batch(model: str, ratio: float) -> list[float]:
+        found = [w.mean_batch for w in windows if w.model == model and w.hit_ratio == ratio]
+        return [b for b in found if not math.isnan(b)] or [math.nan]
+
     for ratio in HIT_RATIOS:
         uncached, cached = of("minilm", ratio, False), of("minilm_cached", ratio, False)
         uncached_cpu, cached_cpu = of("minilm", ratio, True), of("minilm_cached", ratio, True)
@@ -540,7 +558,18 @@ def summarise(windows: list[Window]) -> dict[str, Any]:
             "cached_items_per_server_cpu_s": round(cached_cpu, 1),
             "ratio_per_server_cpu": round(cached_cpu / uncached_cpu, 3),
             "seen_hit_ratio": round(statistics.median(seen), 3),
+            "mean_batch_uncached": round(statistics.median(batch("minilm", ratio)), 2),
+            "mean_batch_cached": round(statistics.median(batch("minilm_cached", ratio)), 2),
         }
+    local = [w for w in windows if w.model == "minilm_local"]
+    if local:
+        per_cpu = statistics.median(w.items_per_s / w.cpu["server"] for w in local if w.cpu["server"])
+        summary["0%"]["local_only_items_per_s"] = round(statistics.median(w.items_per_s for w in local), 1)
+        summary["0%"]["local_only_items_per_server_cpu_s"] = round(per_cpu, 1)
+        summary["0%"]["local_only_ratio_per_server_cpu"] = round(
+            per_cpu / summary["0%"]["uncached_items_per_server_cpu_s"], 3
+        )
+        summary["0%"]["mean_batch_local_only"] = round(statistics.median(batch("minilm_local", 0.0)), 2)
     return summary
 
 
@@ -597,6 +626,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['ratio']:5.2f} | {row['uncached_items_per_server_cpu_s']:8.1f} "
             f"{row['cached_items_per_server_cpu_s']:8.1f} {row['ratio_per_server_cpu']:6.2f} | "
             f"{row['seen_hit_ratio']:.2f}"
+        )
+    zero = results["summary"]["0%"]
+    if "local_only_items_per_s" in zero:
+        print(
+            f"0% hits, local layer only: {zero['local_only_items_per_s']} items/s, "
+            f"{zero['local_only_items_per_server_cpu_s']} per server CPU-s "
+            f"(ratio {zero['local_only_ratio_per_server_cpu']}); mean batch uncached "
+            f"{zero['mean_batch_uncached']}, local+redis {zero['mean_batch_cached']}, local "
+            f"{zero['mean_batch_local_only']}"
         )
     for w in results["latency_windows"]:
         for layer, figures in w["hit_latency"].items():

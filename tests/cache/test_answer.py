@@ -65,3 +65,10 @@ def test_damaged_bytes_are_refused(damage: bytes | str) -> None:
     assert isinstance(raw, bytes)
     with pytest.raises(CorruptEntry):
         Answer.decode(raw)
+
+
+def test_an_answer_for_followers_only_shares_the_arrays() -> None:
+    original = response()
+    shared = Answer.of(original, copy=False)
+    assert shared.outputs[0][2] is original.outputs[0].array
+    assert shared.nbytes == Answer.of(original).nbytes

@@ -34,11 +34,15 @@ class Answer:
     nbytes: int
 
     @classmethod
-    def of(cls, response: InferResponse) -> Answer:
+    def of(cls, response: InferResponse, *, copy: bool = True) -> Answer:
+        """The answer in ``response``; ``copy=False`` shares its arrays (for an answer that is only
+        handed to single-flight followers, never stored)."""
         outputs = []
         for tensor in response.outputs:
-            array = np.array(tensor.array, copy=True)
-            array.flags.writeable = False
+            array = tensor.array
+            if copy:
+                array = np.array(array, copy=True)
+                array.flags.writeable = False
             outputs.append((tensor.name, tensor.datatype, array))
         return cls(tuple(outputs), sizes(a for _, _, a in outputs))
 

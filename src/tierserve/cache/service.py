@@ -45,6 +45,7 @@ from tierserve.cache.key import (
     input_bytes,
     key_for,
     request_key,
+    sizes,
 )
 from tierserve.cache.lru import ByteLRU
 from tierserve.cache.metrics import CacheMetrics, ModelCacheMetrics
@@ -205,16 +206,19 @@ class ResultCacheService:
             engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
             return led[1].response(request, deployment.name, deployment.version)
         response, answer = await self._flights.lead(
-            store_key, choice.tier.priority, self._compute(deployment, request)
+            store_key, choice.tier.priority, self._compute(deployment, request, settings.max_bytes)
         )
         self._store(store_key, answer, deployment, version, settings, metrics)  # errors never get here
         return response
 
-    async def _compute(self, deployment: Deployment, request: InferRequest) -> tuple[InferResponse, Answer]:
-        """The engine's response, and the answer copied out of it before anyone (the leader's API
-        layer applying Triton's classification, say) can change it."""
+    async def _compute(
+        self, deployment: Deployment, request: InferRequest, max_bytes: int
+    ) -> tuple[InferResponse, Answer]:
+        """The engine's response, and the answer taken out of it before anyone (the leader's API
+        layer applying Triton's classification, say) can change it: copied when it may be stored."""
         response = await self._engine.infer(deployment, request, cached=False)
-        return response, Answer.of(response)
+        storable = sizes(t.array for t in response.outputs) <= max_bytes
+        return response, Answer.of(response, copy=storable)
 
     def _hit(
         self,
