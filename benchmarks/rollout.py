@@ -218,7 +218,7 @@ def client_cores() -> Iterator[None]:
 # -- the rollout scenarios -----------------------------------------------------------------------
 
 
-def rollout_scenario(kind: str, rate: float, work: Path) -> dict[str, Any]:
+def rollout_scenario(kind: str, rate: float, work: Path, record: Path | None = None) -> dict[str, Any]:
     repo = write_repo(work / kind, "canary", "version_policy: all\n")
     figures: dict[str, Any] = {"scenario": kind, "rate": rate, "loadavg_start": loadavg()}
     with tierserve_server(repo, "canary", SERVER_CORES, work / f"{kind}.log") as server:
@@ -268,6 +268,11 @@ def rollout_scenario(kind: str, rate: float, work: Path) -> dict[str, Any]:
 
         doc = run_async(drive)
         cpu_after = os.times()
+    if record is not None:  # both versions' latencies while the rollout stepped (the judge's fixture)
+        stepping = [s for s in load.sent if s.status == 200 and s.at_wall < doc["decisions"][-1]["at"]]
+        record.write_text(
+            json.dumps({v: [round(s.latency_s, 6) for s in stepping if s.version == v] for v in ("1", "2")})
+        )
     first_candidate = min((s.at_wall for s in load.sent if s.version == "2"), default=None)
     decided = doc["decisions"][-1]
     statuses = Counter(s.status for s in load.sent)
@@ -370,6 +375,11 @@ def main() -> int:
     parser.add_argument("--quiet-s", type=float, default=20.0, help="swaps: seconds of load before the first")
     parser.add_argument("--swap-every-s", type=float, default=2.0, help="swaps: one swap this often at most")
     parser.add_argument("--server-src", type=Path, help="run the server from this checkout's src directory")
+    parser.add_argument(
+        "--record-latencies",
+        type=Path,
+        help="identical: write both versions' latencies (s) to this JSON file",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rollout.json"))
     args = parser.parse_args()
     if args.server_src is not None:
@@ -381,7 +391,8 @@ def main() -> int:
             if scenario == "swaps":
                 result = swaps_scenario(args.swap_rate, args.swaps, args.quiet_s, args.swap_every_s, work)
             else:
-                result = rollout_scenario(scenario, args.rate, work)
+                record = args.record_latencies if scenario == "identical" else None
+                result = rollout_scenario(scenario, args.rate, work, record)
             print(json.dumps(result, indent=1, default=str), flush=True)
             results.append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ load loses no request."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.server import RunningServer, start_server
+from support.server import RunningServer, start_server, tierserve_command
 from support.v2 import assert_json_error, simple_json_request, simple_rows
 from tierserve.examples.basic import build_simple
 from tierserve.examples.variants import build_simple_variant
@@ -308,3 +310,35 @@ def test_version_swaps_under_load_lose_no_request(tmp_path: Path) -> None:
                 thread.join()
     assert failures == []
     assert served["1"] > 0 and served["2"] > 0
+
+
+def test_the_cli_starts_and_rolls_back_a_rollout_that_a_running_server_follows(
+    repo: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [*tierserve_command(), "rollout", *args, "--state-dir", str(state)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    started = json.loads(cli("start", "canary", "--candidate", "2", "--stable", "1", "--steps", "40,100",
+                             "--min-step-s", "3600", "--json"))  # fmt: skip
+    assert started["phase"] == "stepping" and started["decisions"][0]["actor"].startswith("cli:")
+    assert [r["id"] for r in json.loads(cli("list", "--json"))] == [started["id"]]
+    with (
+        start_server(repo, extra_args=["--state-dir", str(state)]) as server,
+        httpx.Client(timeout=30.0) as http,
+    ):
+        assert http.get(f"{server.base_url}/v1/rollouts/canary").json()["id"] == started["id"]
+        assert "rolled_back" in cli("rollback", "canary", "--reason", "pager went off")
+        deadline = time.monotonic() + 30.0
+        while (doc := http.get(f"{server.base_url}/v1/rollouts/canary").json())["phase"] != "rolled_back":
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.1)
+        assert doc["decisions"][-1]["reasons"] == ["pager went off"]
+        assert {infer(http, server, "canary", i).json()["model_version"] for i in range(30)} == {"1"}
+    assert "rollback" in cli("show", "canary")
