@@ -342,3 +342,20 @@ def test_model_config_with_labels_over_grpc(
         assert output["label_filename"] == "labels.txt"
     finally:
         client.unload_model("grpc_labelled")
+
+
+def test_server_ready_follows_strict_readiness(example_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "models"
+    for name in ("simple", "identity_fp32"):
+        shutil.copytree(example_repo / name, repo / name)
+    (repo / "identity_fp32" / "config.yaml").write_bytes(b"\xff not UTF-8")  # fails to load
+    started = start_grpc_server(repo, ("--strict-readiness", "false"))
+    with started.server:
+        client = started.client()
+        try:
+            assert client.is_server_ready()  # as /v2/health/ready: ready, whatever the models
+            assert not client.is_model_ready("identity_fp32")
+        finally:
+            client.close()

@@ -32,7 +32,8 @@ async def start_grpc(settings: ServerSettings, engine: Engine, security: Securit
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
-    server.add_generic_rpc_handlers((generic_handler(InferenceService(engine, security, limit)),))
+    service = InferenceService(engine, security, limit, strict_readiness=settings.strict_readiness)
+    server.add_generic_rpc_handlers((generic_handler(service),))
     address = (
         f"[{settings.host}]:{settings.grpc_port}"
         if ":" in settings.host

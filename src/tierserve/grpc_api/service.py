@@ -105,10 +105,13 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 class InferenceService:
     """The handlers of every RPC, bound to one server's engine and security."""
 
-    def __init__(self, engine: Engine, security: SecurityService, max_body_bytes: int) -> None:
+    def __init__(
+        self, engine: Engine, security: SecurityService, max_body_bytes: int, *, strict_readiness: bool = True
+    ) -> None:
         self.engine = engine
         self.security = security
         self.max_body_bytes = max_body_bytes
+        self.strict_readiness = strict_readiness  # as --strict-readiness for /v2/health/ready
 
     # -- access -----------------------------------------------------------------------------------
 
@@ -161,7 +164,8 @@ class InferenceService:
         return messages.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return messages.ServerReadyResponse(ready=self.engine.ready)
+        ready = not self.engine.not_ready_reasons(strict=self.strict_readiness)
+        return messages.ServerReadyResponse(ready=ready)
 
     async def model_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def work(identity: Identity | None) -> Any:
