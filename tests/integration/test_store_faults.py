@@ -192,3 +192,28 @@ def test_a_key_tenant_with_a_newline_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "tenant" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_store_that_fails_under_a_request_is_503_with_the_reason(
+    example_repo: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    state = tmp_path / "state"
+    env = {"TIERSERVE_JOB_WORKERS": "0"}
+    with (
+        start_server(example_repo, env=env, extra_args=["--state-dir", str(state)]) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        assert http.post("/v1/jobs", json=_job(1)).status_code == 202
+        locker = sqlite3.connect(state / "jobs.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")  # another process holds the store past the busy timeout
+            refused = http.post("/v1/jobs", json=_job(2))
+            message = assert_json_error(refused, 503)
+            assert "store" in message and "locked" in message
+            assert int(refused.headers["Retry-After"]) >= 1
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert http.post("/v1/jobs", json=_job(3)).status_code == 202

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from tierserve.engine.autoscaling import LiveAutoscaler
 from tierserve.engine.engine import Engine
 from tierserve.engine.factory import build_engine
 from tierserve.engine.health import GpuMetrics, engine_state_metrics
-from tierserve.errors import InvalidInput, TierserveError
+from tierserve.errors import InvalidInput, TierserveError, Unavailable
 from tierserve.jobs.service import JobService
 from tierserve.observability.exporter import start_exporter
 from tierserve.observability.metrics import Metrics
@@ -39,6 +40,8 @@ from tierserve.security.service import SecurityService
 from tierserve.security.usage import UsageSync
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY_AFTER_S = 5.0
 
 
 @dataclass
@@ -206,6 +209,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return await on_tierserve_error(request, InvalidInput(f"invalid request: {exc.errors()}"))
 
+    async def on_store_error(request: Request, exc: Exception) -> Response:
+        # An embedded store that fails under a request (locked by another process, a disk error,
+        # pages corrupted since the start): the caller may retry; nothing was stored half-way.
+        reason = f"a store of this server failed ({type(exc).__name__}: {exc}); retry later"
+        log.error("%s %s: %s", request.method, request.url.path, reason)
+        return await on_tierserve_error(request, Unavailable(reason, retry_after_s=STORE_RETRY_AFTER_S))
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         message = f"internal server error: {type(exc).__name__}"
@@ -216,4 +226,5 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TierserveError, on_tierserve_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(sqlite3.Error, on_store_error)
     app.add_exception_handler(Exception, on_unexpected)
