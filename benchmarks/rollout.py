@@ -12,7 +12,9 @@ with version 1 = ``simple`` and version 2 = a variant of it (``tierserve.example
 - **slow**: version 2 does extra work per request (rounds of a 128x128 MatMul), sized here so that
   its end-to-end p95 is about 1.5x version 1's: the script measures version 1's p95 at the rollout's
   rate (requests naming version 1), builds version 2, loads it, and measures its p95 the same way,
-  reporting the ratio it got.
+  reporting the ratio it got. On a loaded machine the client's p95 is mostly scheduling noise, so
+  the sizing is rough; the judge's own server-side p50/p95 of both versions are reported too
+  (``judge_checks``).
 - **failing**: version 2 fails 2% of requests (``fail_every=50``; the i-th request carries i).
 - **identical**: version 2 is ``simple`` again.
 
@@ -285,6 +287,8 @@ def rollout_scenario(kind: str, rate: float, work: Path, record: Path | None = N
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "first_candidate_answer_wall": first_candidate,
             "decision": decided,
+            # every check of the deciding verdict: the judge's own (server-side) p50 and p95 per tier
+            "judge_checks": [c["detail"] for c in (doc.get("verdict") or {}).get("checks", [])],
             "decisions": doc["decisions"],
             "seconds_from_first_candidate_request": None
             if first_candidate is None
