@@ -9,12 +9,12 @@ Figures, not a pass/fail test. Each scenario starts its own ``tierserve serve`` 
 ``taskset`` to core 0; this client runs on core 1) on a repository built here: model ``canary``
 with version 1 = ``simple`` and version 2 = a variant of it (``tierserve.examples.variants``).
 
-- **slow**: version 2 does extra work per request (rounds of a 128x128 MatMul), sized here so that
-  its end-to-end p95 is about 1.5x version 1's: the script measures version 1's p95 at the rollout's
-  rate (requests naming version 1), builds version 2, loads it, and measures its p95 the same way,
-  reporting the ratio it got. On a loaded machine the client's p95 is mostly scheduling noise, so
-  the sizing is rough; the judge's own server-side p50/p95 of both versions are reported too
-  (``judge_checks``).
+- **slow**: the candidate does extra work per request (rounds of a 128x128 MatMul), sized here so
+  that its server-side p95 is about 1.5x version 1's: a shadow rollout mirrors every request of 15 s
+  of traffic to a version with 10 rounds, the judge reports both versions' p95 on the same requests,
+  the rounds are scaled to add half of version 1's p95, and a second shadow measures the result
+  (version 3, the candidate then rolled out); the ratio it got is reported. (The client's own p95 on
+  a loaded machine is mostly scheduling noise, so the server's figures size it.)
 - **failing**: version 2 fails 2% of requests (``fail_every=50``; the i-th request carries i).
 - **identical**: version 2 is ``simple`` again.
 
@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -55,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import orjson
 from loadgen import HOST, HttpConnection, run_async, tierserve_server
 
@@ -186,26 +186,6 @@ def write_repo(root: Path, model: str, config: str) -> Path:
     return repo
 
 
-def seconds_per_round() -> float:
-    """One MatMul round of the slow variant in ONNX Runtime on one thread, measured here."""
-    with tempfile.TemporaryDirectory() as tmp:
-        timings = []
-        for rounds in (0, 40):
-            path = Path(tmp) / f"{rounds}.onnx"
-            build_simple_variant(path, extra_rounds=rounds)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            feeds = {"INPUT0": np.ones((1, 16), np.int32), "INPUT1": np.ones((1, 16), np.int32)}
-            for _ in range(20):
-                session.run(None, feeds)
-            started = time.perf_counter()
-            for _ in range(100):
-                session.run(None, feeds)
-            timings.append((time.perf_counter() - started) / 100)
-    return max(1e-6, (timings[1] - timings[0]) / 40)
-
-
 @contextlib.contextmanager
 def client_cores() -> Iterator[None]:
     before = os.sched_getaffinity(0)
@@ -219,36 +199,59 @@ def client_cores() -> Iterator[None]:
 
 # -- the rollout scenarios -----------------------------------------------------------------------
 
+_P95 = re.compile(r"^bronze p95 ([0-9.]+) ms vs stable ([0-9.]+) ms")
+
+
+def shadow_p95s(port: int, rate: float, candidate: int) -> tuple[float, float]:
+    """The server-side p95 (ms) of version 1 and ``candidate`` on the same requests (bronze, the
+    largest tier): a shadow rollout mirroring every request for 15 s, read from the judge's checks."""
+    probe = {"mode": "shadow", "weight": 100, "min_samples": 100, "min_step_s": 3600, "check_interval_s": 2,
+             "warmup_s": 1, "auto_rollback": False}  # fmt: skip
+    http_json(port, "POST", "/v1/rollouts", {"model": "canary", "candidate": candidate, "stable": 1, **probe})
+    run_async(lambda: open_loop(port, "canary", rate, 15, Load(), seed=candidate))
+    doc = http_json(port, "GET", "/v1/rollouts/canary")
+    http_json(port, "DELETE", "/v1/rollouts/canary")  # rolled back: the canary that follows archives it
+    for check in (doc.get("last_judged") or {}).get("checks", []):
+        if (match := _P95.match(check["detail"])) is not None:
+            return float(match.group(2)), float(match.group(1))
+    raise RuntimeError(f"the shadow probe judged nothing: {doc}")
+
 
 def rollout_scenario(kind: str, rate: float, work: Path, record: Path | None = None) -> dict[str, Any]:
     repo = write_repo(work / kind, "canary", "version_policy: all\n")
     figures: dict[str, Any] = {"scenario": kind, "rate": rate, "loadavg_start": loadavg()}
     with tierserve_server(repo, "canary", SERVER_CORES, work / f"{kind}.log") as server:
+        candidate = 2
         if kind == "slow":
-            stable = Load()
-            run_async(lambda: open_loop(server.port, "canary", rate, 15, stable, version=1, seed=1))
-            stable_p95 = p95([s.latency_s for s in stable.sent if s.status == 200])
-            per_round = seconds_per_round()
-            rounds = max(1, round(0.5 * stable_p95 / per_round))
+            # Size the extra work on the server's own latencies: a shadow rollout mirrors every request
+            # to the candidate and the judge reports both versions' p95 on the same requests.
+            rounds = 10
             build_simple_variant(repo / "canary" / "2" / "model.onnx", extra_rounds=rounds)
-        elif kind == "failing":
-            build_simple_variant(repo / "canary" / "2" / "model.onnx", fail_every=50)
-        else:
-            build_simple(repo / "canary" / "2" / "model.onnx")
-        http_json(server.port, "POST", "/v2/repository/models/canary/load", {})
-        if kind == "slow":
-            candidate = Load()
-            run_async(lambda: open_loop(server.port, "canary", rate, 15, candidate, version=2, seed=2))
-            candidate_p95 = p95([s.latency_s for s in candidate.sent if s.status == 200])
+            http_json(server.port, "POST", "/v2/repository/models/canary/load", {})
+            first_probe = shadow_p95s(server.port, rate, 2)
+            extra = max(1e-3, first_probe[1] - first_probe[0])
+            rounds = max(1, round(rounds * 0.5 * first_probe[0] / extra))
+            candidate = 3
+            build_simple_variant(repo / "canary" / "3" / "model.onnx", extra_rounds=rounds)
+            http_json(server.port, "POST", "/v2/repository/models/canary/load", {})
+            stable_p95, candidate_p95 = shadow_p95s(server.port, rate, 3)
             figures["calibration"] = {
-                "seconds_per_round": per_round,
+                "first_probe_p95_ms": {"stable": first_probe[0], "10_rounds": first_probe[1]},
                 "rounds": rounds,
-                "stable_p95_ms": stable_p95 * 1000,
-                "candidate_p95_ms": candidate_p95 * 1000,
-                "p95_ratio": candidate_p95 / stable_p95,
+                "server_p95_ms": {"stable": stable_p95, "candidate": candidate_p95},
+                "server_p95_ratio": candidate_p95 / stable_p95,
             }
+        else:
+            if kind == "failing":
+                build_simple_variant(repo / "canary" / "2" / "model.onnx", fail_every=50)
+            else:
+                build_simple(repo / "canary" / "2" / "model.onnx")
+            http_json(server.port, "POST", "/v2/repository/models/canary/load", {})
         created = http_json(
-            server.port, "POST", "/v1/rollouts", {"model": "canary", "candidate": 2, **CANARY}
+            server.port,
+            "POST",
+            "/v1/rollouts",
+            {"model": "canary", "candidate": candidate, "stable": 1, **CANARY},
         )
         load = Load()
         horizon = 300.0 if kind == "identical" else 150.0
@@ -273,9 +276,14 @@ def rollout_scenario(kind: str, rate: float, work: Path, record: Path | None = N
     if record is not None:  # both versions' latencies while the rollout stepped (the judge's fixture)
         stepping = [s for s in load.sent if s.status == 200 and s.at_wall < doc["decisions"][-1]["at"]]
         record.write_text(
-            json.dumps({v: [round(s.latency_s, 6) for s in stepping if s.version == v] for v in ("1", "2")})
+            json.dumps(
+                {
+                    v: [round(s.latency_s, 6) for s in stepping if s.version == v]
+                    for v in ("1", str(candidate))
+                }
+            )
         )
-    first_candidate = min((s.at_wall for s in load.sent if s.version == "2"), default=None)
+    first_candidate = min((s.at_wall for s in load.sent if s.version == str(candidate)), default=None)
     decided = doc["decisions"][-1]
     statuses = Counter(s.status for s in load.sent)
     failures = Counter(s.error[:120] for s in load.sent if s.status != 200)
@@ -288,7 +296,7 @@ def rollout_scenario(kind: str, rate: float, work: Path, record: Path | None = N
             "first_candidate_answer_wall": first_candidate,
             "decision": decided,
             # every check of the deciding verdict: the judge's own (server-side) p50 and p95 per tier
-            "judge_checks": [c["detail"] for c in (doc.get("verdict") or {}).get("checks", [])],
+            "judge_checks": [c["detail"] for c in (doc.get("last_judged") or {}).get("checks", [])],
             "decisions": doc["decisions"],
             "seconds_from_first_candidate_request": None
             if first_candidate is None

@@ -55,6 +55,7 @@ class RolloutService:
         self._clock = clock
         self._stored: dict[str, Stored] = {}
         self._verdicts: dict[str, Verdict] = {}
+        self._judged: dict[str, Verdict] = {}  # the last verdict that ran the tests, with its checks
         self._last_check: dict[str, float] = {}
         self._cost_base: dict[str, tuple[float, float]] = {}
         self._warm_at: dict[str, float] = {}  # monotonic time when a step's warm-up ends
@@ -169,6 +170,8 @@ class RolloutService:
         doc = {**stored.rollout.describe(), "revision": stored.revision}
         verdict = self._verdicts.get(model)
         doc["verdict"] = None if verdict is None else verdict.describe()  # this server's last check
+        judged = self._judged.get(model)
+        doc["last_judged"] = None if judged is None else judged.describe()  # ... that ran the tests
         windows = self.engine.rollouts.windows(model)
         if windows is not None and stored.rollout.active:
             doc["windows"] = {"stable": windows[0].describe(), "candidate": windows[1].describe()}
@@ -259,6 +262,8 @@ class RolloutService:
         self.window_requests.labels(model, "candidate").set(candidate.requests)
         changed, verdict = evaluate(rollout, stable, candidate, now)
         self._verdicts[model] = verdict
+        if verdict.checks:
+            self._judged[model] = verdict
         self.verdicts.labels(model, str(verdict.action)).inc()
         for check in verdict.checks:
             if check.status == "fail":
@@ -280,6 +285,10 @@ class RolloutService:
 
     def _adopt(self, stored: Stored) -> None:
         rollout = stored.rollout
+        known = self._stored.get(rollout.model)
+        if known is not None and known.rollout.id != rollout.id:  # another rollout: its own verdicts
+            self._verdicts.pop(rollout.model, None)
+            self._judged.pop(rollout.model, None)
         self._stored[rollout.model] = stored
         if self.engine.rollouts.install(rollout):
             self._restart_windows(rollout)
@@ -310,6 +319,7 @@ class RolloutService:
     def _forget(self, model: str) -> None:
         self._stored.pop(model, None)
         self._verdicts.pop(model, None)
+        self._judged.pop(model, None)
         self._warm_at.pop(model, None)
         self.engine.rollouts.remove(model)
         with contextlib.suppress(KeyError):
