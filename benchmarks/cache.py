@@ -126,6 +126,9 @@ def sentence(index: int, tokens: int, model: str) -> bytes:
     feeds = sentence_feeds(["input_ids", "attention_mask"], tokens, 1)
     ids = feeds["input_ids"]
     ids[0, 1:-1] = 1000 + (np.arange(tokens - 2) * 104729 + index * 7919) % 28000
+    # The first words spell ``index`` in base 20,000: distinct for any index below 20,000 ** 4.
+    for place in range(min(4, tokens - 2)):
+        ids[0, 1 + place] = 1000 + (index // 20_000**place) % 20_000
     return infer_request(model, {"input_ids": ids, "attention_mask": feeds["attention_mask"]})
 
 

@@ -103,3 +103,27 @@ def test_an_unanswering_server_times_out_and_the_next_call_reconnects() -> None:
                 await client.close()
 
         asyncio.run(go())
+
+
+def test_writes_go_unanswered_on_their_own_connection_and_land() -> None:
+    url = redis_server.server().url
+
+    async def go() -> None:
+        client = RespClient.from_url(url, timeout_s=5.0)
+        try:
+            client.open_writer()
+            for _ in range(200):  # the write connection opens in the background
+                if client.write((b"SET", b"tierserve:test:write", b"w", b"PX", b"60000")):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the write connection never opened")
+            for _ in range(200):  # a write is not waited for: poll until Redis shows it
+                if await client.command(b"GET", b"tierserve:test:write") == b"w":
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the write never landed")
+        finally:
+            await client.close()
+
+    asyncio.run(go())

@@ -3,8 +3,8 @@ model version (so that a load on one server makes the old answers unreachable on
 
 Redis being down or slow is never the client's problem: every call has a short timeout, a failure
 marks the layer down for ``retry_s`` (requests bypass it meanwhile, counted by the caller), and it
-is logged once per outage. Writes are not waited for: they are pipelined on the connection behind
-the reads, and a failed one marks the layer down like a failed read.
+is logged once per outage. Writes are neither waited for nor answered (a write-only connection
+with CLIENT REPLY OFF); a Redis that takes none is found out by the next read.
 
 Keys (answers expire by their model's ``ttl_s``; the rest of Redis's memory policy is its own)::
 
@@ -90,17 +90,12 @@ class RedisTier:
         return next(((i, v) for i, v in enumerate(values) if v is not None), None)
 
     def put(self, key: str, value: bytes, ttl_s: float) -> bool:
-        """Write without waiting (pipelined behind the reads); False when skipped (layer down)."""
+        """Write without waiting or reading a reply; False when skipped (layer down, or no write
+        connection yet)."""
         if not self.available:
             return False
         ttl_ms = b"%d" % max(1, int(ttl_s * 1000))
-        self._client.send_nowait((b"SET", key.encode(), value, b"PX", ttl_ms), self._put_done)
-        return True
-
-    def _put_done(self, future: asyncio.Future[Any]) -> None:
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            self._failed(error)
+        return self._client.write((b"SET", key.encode(), value, b"PX", ttl_ms))
 
     # -- generations (loading thread) ------------------------------------------------------------
 
@@ -126,6 +121,7 @@ class RedisTier:
 
     async def open(self) -> None:
         self._subscriber = asyncio.create_task(self._subscribe())
+        self._client.open_writer()
 
     async def close(self) -> None:
         if self._subscriber is not None:

@@ -6,8 +6,10 @@ write one more). This client keeps one connection per server and pipelines on it
 written at once and its future queued; replies (RESP2) are parsed as they arrive, in the
 protocol's ``data_received``, and resolve the futures in order, so a reply wakes its caller
 directly (no reader task between them: one trip through the event loop instead of two). A failed
-or timed-out connection fails every pending command and is replaced on the next call.
-Generations and pub/sub (rare, off the hot path) still use redis-py.
+or timed-out connection fails every pending command and is replaced on the next call. Writes
+whose replies nobody needs (the cache's SETs) go over a second connection that asked Redis for no
+replies at all, so a write costs this process no wake-up. Generations and pub/sub (rare, off the
+hot path) still use redis-py.
 
 Example::
 
@@ -79,6 +81,27 @@ class _Connection(asyncio.Protocol):
         return future
 
 
+class _Discard(asyncio.Protocol):
+    """A write-only connection: whatever Redis sends back (nothing, once CLIENT REPLY OFF took
+    effect; errors and replies where it is not supported) is dropped unread."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+# Writes waiting in a write-only connection's buffer beyond this are dropped (Redis is not keeping up).
+MAX_WRITE_BUFFER_BYTES = 8 << 20
+
+
 class RespClient:
     def __init__(
         self,
@@ -97,6 +120,8 @@ class RespClient:
         self.timeout_s = timeout_s
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
+        self._writer: _Discard | None = None
+        self._writer_opening: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.5) -> RespClient:
@@ -128,19 +153,53 @@ class RespClient:
                 self._lost(connection, exc)
             raise
 
-    def send_nowait(self, args: tuple[bytes, ...], done: Callable[[asyncio.Future[Any]], None]) -> None:
-        """Send a command whose reply nobody waits for (``done`` sees it, or its failure). Needs a
-        connection: with none (yet, or after a failure), the command is skipped as failed."""
-        if self._connection is None:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            future.set_exception(ConnectionError("no connection to redis"))
-        else:
-            future = self._connection.send(args)
-        future.add_done_callback(done)
+    def write(self, args: tuple[bytes, ...]) -> bool:
+        """Send a command whose reply nobody reads, on a connection of its own that asked Redis for
+        no replies (CLIENT REPLY OFF): no wake-up of this process per write. False when it was not
+        sent: no write connection yet (one is being opened) or too much already waiting."""
+        writer = self._writer
+        transport = writer.transport if writer is not None else None
+        if transport is None or transport.is_closing():
+            self.open_writer()
+            return False
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+            return False
+        transport.write(encode(args))
+        return True
+
+    def open_writer(self) -> None:
+        """Start opening the write connection, unless it is open or opening."""
+        writer = self._writer
+        if writer is not None and writer.transport is not None and not writer.transport.is_closing():
+            return
+        if self._writer_opening is None or self._writer_opening.done():
+            self._writer_opening = asyncio.get_running_loop().create_task(self._open_writer())
+
+    async def _open_writer(self) -> None:
+        context = ssl.create_default_context() if self._tls else None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                transport, writer = await asyncio.get_running_loop().create_connection(
+                    _Discard, self.host, self.port, ssl=context
+                )
+        except (OSError, TimeoutError):
+            return  # the reads find out and mark the layer down; the next write tries again
+        username, password = self._auth
+        if password is not None:
+            login = [username.encode()] if username else []
+            transport.write(encode((b"AUTH", *login, password.encode())))
+        if self.db:
+            transport.write(encode((b"SELECT", str(self.db).encode())))
+        transport.write(encode((b"CLIENT", b"REPLY", b"OFF")))
+        self._writer = writer
 
     async def close(self) -> None:
         if self._connection is not None:
             self._lost(self._connection, ConnectionError("closed"))
+        if self._writer_opening is not None:
+            self._writer_opening.cancel()
+        if self._writer is not None and self._writer.transport is not None:
+            self._writer.transport.close()
 
     async def _connect(self) -> _Connection:
         async with self._connecting:
@@ -152,6 +211,7 @@ class RespClient:
                 lambda: _Connection(self._lost), self.host, self.port, ssl=context
             )
             self._connection = connection
+            self.open_writer()  # writes follow reads; have their connection ready for them
             username, password = self._auth
             if password is not None:
                 login = [username.encode()] if username else []
