@@ -5,7 +5,8 @@ Run::
     .venv/bin/python benchmarks/routing.py --model-repository models [--rate 180] [--duration 20]
 
 Figures, not a pass/fail test. The same seeded open-loop Poisson load (20/30/50 gold/silver/bronze,
-one 32-token sentence per request, see ``tiers.py``) goes to three set-ups of ``tierserve serve``,
+one 32-token sentence per request, the tier in ``X-Tier``; the load generator is
+``tiers_client.py`` in a process of its own on core 1) goes to three set-ups of ``tierserve serve``,
 each with its local pools pinned to core 0:
 
 * ``fp32``: one ``onnx-cpu`` pool;
@@ -28,7 +29,6 @@ to meet its deadline).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from loadgen import HOST, infer_request, model_file, model_info, sentence_feeds, tierserve_server
-from tiers import MIX, TIERS, open_loop, print_level, summarise
+import orjson
+from loadgen import HOST, model_file, model_info, sentence_feeds, tierserve_server
+from tiers import MIX, TARGET_S, TIERS, run_loadgen, summarise
 
 TIERS_YAML = """tiers:
   - {{name: gold, target_ms: 50, priority: 0, miss_policy: reject, approximate: {exact_off}}}
@@ -58,7 +59,9 @@ def config(path: Path, pools: str, *, approximate_everywhere: bool) -> Path:
 
 CORE_PRICE_PER_HOUR = 0.1785 / 2  # one core of a c7i.xlarge
 BURST_PRICE = 0.05 / 1000
-LOCAL_CORES = [0]
+LOCAL_CORES = [0]  # the local pools' host
+BURST_CORES = [1]  # the rented endpoint (another tierserve)
+LOADGEN_CORES = [1]  # the load generator, a process of its own (benchmarks/tiers_client.py)
 
 
 def scrape(port: int, family: str, label: str = "pool") -> dict[str, float]:
@@ -84,17 +87,18 @@ def scrape_burst_by_tier(port: int) -> dict[str, int]:
     return {tier: int(float(n)) for tier, n in found}
 
 
-def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], sizes: dict[str, int],
-        arrivals: np.ndarray, tiers: np.ndarray, logs: Path) -> dict[str, Any]:  # fmt: skip
+def run(label: str, args: argparse.Namespace, cfg: Path, bodies: Path, schedule: Path, tiers: np.ndarray,
+        scratch: Path) -> dict[str, Any]:  # fmt: skip
     extra = ["--config", str(cfg)]
-    with tierserve_server(
-        args.model_repository, args.model, LOCAL_CORES, logs / f"routing-{label}.log", extra
-    ) as server:
-        outcomes = asyncio.run(open_loop(server.port, requests, sizes, arrivals, tiers))
+    log = args.out.parent / f"routing-{label}.log"
+    with tierserve_server(args.model_repository, args.model, LOCAL_CORES, log, extra) as server:
+        path = f"/v2/models/{args.model}/infer"
+        result = run_loadgen(LOADGEN_CORES, server.port, path, bodies, scratch / f"{label}.npz",
+                             "--schedule", str(schedule), "--x-tier", *TIERS)  # fmt: skip
         item_cost = scrape(server.port, "tierserve_cost_dollars_total")
         routed = scrape(server.port, "tierserve_pool_requests_total")
         burst_by_tier = scrape_burst_by_tier(server.port)
-    summary = summarise(outcomes, args.duration, args.rate)
+    summary = summarise(result, tiers, args.duration, args.rate, TARGET_S)
     served = sum(routed.values())
     burst = routed.get("burst", 0.0)
     allocated = len(LOCAL_CORES) * CORE_PRICE_PER_HOUR * args.duration / 3600 + burst * BURST_PRICE
@@ -103,11 +107,19 @@ def run(label: str, args: argparse.Namespace, cfg: Path, requests: list[bytes], 
     summary["item_cost_per_1k_served"] = round(sum(item_cost.values()) / served * 1000, 7) if served else None
     summary["requests_by_pool"] = {k: int(v) for k, v in routed.items()}
     summary["burst_by_tier"] = burst_by_tier
-    print_level(args.rate, len(arrivals), label, summary)
+    print(f"\n{label} ({len(tiers)} requests at {args.rate}/s; load average {load_average()}):")
+    for name in TIERS:
+        row = summary[name]
+        print(f"  {name:7} within target {row['within_target']:.2%}  rejected {row['rejected']:.2%}  "
+              f"late {row['late']:.2%}  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms")  # fmt: skip
     print(f"  throughput {summary['throughput_per_s']}/s, ${summary['cost_per_1k_served']} per 1,000 served "
           f"(cores allocated + burst; per-item replica time: ${summary['item_cost_per_1k_served']}), "
           f"by pool {summary['requests_by_pool']}, burst by tier {burst_by_tier}")  # fmt: skip
     return summary
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main() -> int:
@@ -122,25 +134,32 @@ def main() -> int:
     args = parser.parse_args()
     info = model_info(model_file(args.model_repository, args.model), args.tokens)
     feeds = sentence_feeds(info.inputs, args.tokens, 1)
-    requests = [infer_request(args.model, feeds, {"tier": name}) for name in TIERS]
+    inputs = [
+        {"name": name, "datatype": "INT64", "shape": list(array.shape), "data": array.ravel().tolist()}
+        for name, array in feeds.items()
+    ]
+    body = orjson.dumps({"inputs": inputs})  # the tier goes in the X-Tier header
     rng = np.random.default_rng(args.seed)
     n = rng.poisson(args.rate * args.duration)
     arrivals = np.sort(rng.uniform(0, args.duration, n))
     tiers = rng.choice(3, size=n, p=MIX)
-    logs = args.out.parent
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration, "requests": int(n)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        bodies, schedule = work / "bodies.npz", work / "schedule.npz"
+        np.savez(bodies, **{f"body{i}": np.frombuffer(body, dtype=np.uint8) for i in range(len(TIERS))})
+        np.savez(schedule, arrivals=arrivals, tiers=tiers)
         results["fp32"] = run("fp32", args, config(work / "a.yaml", CPU, approximate_everywhere=False),
-                              requests, info.output_bytes, arrivals, tiers, logs)  # fmt: skip
+                              bodies, schedule, tiers, work)  # fmt: skip
         results["int8"] = run("int8", args, config(work / "b.yaml", INT8, approximate_everywhere=True),
-                              requests, info.output_bytes, arrivals, tiers, logs)  # fmt: skip
-        burst_log = logs / "routing-burst-server.log"
-        with tierserve_server(args.model_repository, args.model, [1], burst_log) as burst:
+                              bodies, schedule, tiers, work)  # fmt: skip
+        burst_log = args.out.parent / "routing-burst-server.log"
+        with tierserve_server(args.model_repository, args.model, BURST_CORES, burst_log) as burst:
             pools = CPU + INT8 + BURST.format(host=HOST, port=burst.port)
             cfg = config(work / "c.yaml", pools, approximate_everywhere=False)
-            results["routed"] = run("routed", args, cfg, requests, info.output_bytes, arrivals, tiers, logs)
-    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            results["routed"] = run("routed", args, cfg, bodies, schedule, tiers, work)
+    results["load_average"] = load_average()
     cheaper = min(("fp32", "int8"), key=lambda k: results[k]["cost_per_1k_served"] or float("inf"))
     ours, theirs = results["routed"], results[cheaper]
     print(f"\nrouted vs the cheaper single pool ({cheaper}): ${ours['cost_per_1k_served']} vs "
@@ -148,7 +167,6 @@ def main() -> int:
           f"{ours['gold']['within_target']:.2%} vs {theirs['gold']['within_target']:.2%}; "
           f"burst requests {ours['requests_by_pool'].get('burst', 0)}; "
           f"load average {results['load_average']}")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     return 0
