@@ -49,3 +49,11 @@ def test_a_replica_holds_as_many_cores_as_it_has_threads_capped_at_the_host() ->
     with host.hold(8, 0):  # more threads than cores: it takes them all, and does not wait forever
         assert host.free == 0
     assert host.free == 2
+
+
+def test_predictions_see_when_a_core_frees_up() -> None:
+    host = HostCores(2)
+    assert host.earliest_free() == float("-inf")  # a core is free now
+    with host.hold(1, 2, until=5.0), host.hold(1, 0, until=3.0):
+        assert host.earliest_free() == 3.0  # both held: the first expected to end
+    assert host.earliest_free() == float("-inf")

@@ -25,6 +25,7 @@ from tierserve.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
+
 class PoolKind(enum.StrEnum):
     """The backend a pool runs; its string value is what the server config names."""
 

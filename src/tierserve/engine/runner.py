@@ -151,6 +151,9 @@ class ModelRunner:
         available = self.breaker.allows(now) and self.backends[0].available()
         with self._cond:
             free_at = self._free_at()
+            if self._host is not None:  # no replica starts before a core of the host frees up
+                cores_at = self._host.earliest_free()
+                free_at = [max(t, cores_at) for t in free_at]
             return admission.option(
                 self.pool.name,
                 self._queue,
@@ -251,7 +254,8 @@ class ModelRunner:
                 seconds = self._run(backend, works, rows)
             else:
                 threads = backend.options.intra_op_threads if isinstance(backend, OnnxBackend) else 1
-                with self._host.hold(threads, min(i.priority for i in batch.items)):
+                until = self._busy_until[replica]
+                with self._host.hold(threads, min(i.priority for i in batch.items), until):
                     seconds = self._run(backend, works, rows)
             with self._cond:
                 self._busy_until[replica] = -math.inf
