@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.engines import simple_engine
 from tierserve.datatypes import from_name
 from tierserve.engine.engine import Engine
 from tierserve.engine.request import InferRequest, InputTensor
 from tierserve.errors import ModelNotFound
 from tierserve.examples.basic import build_simple
-from tierserve.observability.metrics import Metrics
-from tierserve.repository.repository import ModelRepository
 
 
 def _request() -> InferRequest:
@@ -28,14 +27,8 @@ def _request() -> InferRequest:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    build_simple(tmp_path / "models" / "m" / "1" / "model.onnx")
-    (tmp_path / "models" / "m" / "config.yaml").write_text("instances: 1\n")  # version_policy: latest
-    built = Engine(ModelRepository(tmp_path / "models"), Metrics(), state_dir=tmp_path / "state")
-    built.load_all()
-    try:
+    with simple_engine(tmp_path, (1,), "instances: 1\n") as built:  # version_policy: latest
         yield built
-    finally:
-        built.stop()
 
 
 def test_a_request_holding_a_version_that_went_away_is_served(engine: Engine, tmp_path: Path) -> None:

@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from support.engines import simple_engine
 from tierserve.engine.engine import Engine
 from tierserve.errors import Conflict, InvalidInput
-from tierserve.examples.basic import build_simple
-from tierserve.observability.metrics import Metrics
 from tierserve.releases.service import RolloutService
 from tierserve.releases.store import RolloutConflict, open_rollout_store
-from tierserve.repository.repository import ModelRepository
 
 FAST = {"min_samples": 20, "min_step_s": 10, "check_interval_s": 1, "warmup_s": 0}
 
@@ -38,15 +36,8 @@ Running = tuple[RolloutService, list[tuple[str, ...]], Clock]
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    for version in (1, 2):
-        build_simple(tmp_path / "models" / "m" / str(version) / "model.onnx")
-    (tmp_path / "models" / "m" / "config.yaml").write_text("version_policy: all\ninstances: 1\n")
-    built = Engine(ModelRepository(tmp_path / "models"), Metrics(), state_dir=tmp_path / "state")
-    built.load_all()
-    try:
+    with simple_engine(tmp_path, (1, 2), "version_policy: all\ninstances: 1\n") as built:
         yield built
-    finally:
-        built.stop()
 
 
 @pytest.fixture
