@@ -196,10 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate",
         help="run the routing, scheduling and autoscaling policy over a simulated fleet",
-        description="Drive the server's own scheduler, router and autoscaler with a virtual clock over a "
-        "scenario (trace + pools with profiles, costs and provisioning delays), beside baselines "
-        "(fixed cheapest fleet, fixed GPU fleet, reactive autoscaling). Writes simulation.json and "
-        "simulation.html to --out.",
+        description="Drive the server's own scheduler, router and fleet planner with a virtual clock over "
+        "a scenario (trace + pools with profiles, costs and provisioning delays), beside baselines (each "
+        "pool kind as a fixed fleet sized for gold, reactive autoscaling). Day-scale scenarios "
+        "(trace kind 'day', e.g. deploy/sim/fleet-day.yaml) run on the fluid model per tick. Writes "
+        "simulation.json and simulation.html to --out.",
     )
     simulate.add_argument("--scenario", type=Path, required=True, help="scenario YAML (see deploy/sim/)")
     simulate.add_argument("--out", type=Path, default=Path("sim-results"), help="report directory")
