@@ -206,6 +206,7 @@ def test_get_delete_by_id_and_by_filter(acme: httpx.Client) -> None:
         ("/v1/collections/nope/upsert", {"items": [{"id": "a", "vector": [1, 0, 0, 0]}]}, 404, "not found"),
         ("/v1/collections/bad/search", {"vector": [1, 0, 0, 0], "k": 0}, 400, "'k'"),
         ("/v1/collections/bad/search", {"vector": [1, 0, 0, 0], "k": 100000}, 400, "'k'"),
+        ("/v1/collections/bad/search", {"vector": [1, 0, 0, 0], "ef": 0}, 400, "'ef'"),
         (
             "/v1/collections/bad/search",
             {"vector": [1, 0, 0, 0], "filter": {"color": "red"}},

@@ -96,6 +96,12 @@ _SEARCH = json_body_doc(
             "model": {"type": "string"},
             "tier": {"type": "string"},
             "include_vectors": {"type": "boolean"},
+            "ef": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4096,
+                "description": "graph candidates (recall)",
+            },
         },
     }
 )

@@ -15,7 +15,8 @@ Search (rules, in order):
    ``GRAPH_FETCH_LIMIT`` it falls back to exact scoring of every match.
 3. Candidates are re-scored exactly from the float32 vectors, so the scores returned (and
    ``min_similarity``) are exact whatever the storage precision. Without a filter the candidates are
-   all that the graph search visited (``EXPANSION_SEARCH``, at least ``k``); ``overfetch`` > 1
+   all that the graph search visited (``ef``, default ``EXPANSION_SEARCH``, at least ``k``: a larger
+   ``ef`` trades time for recall); ``overfetch`` > 1
    takes that many times ``k`` (re-ranking an over-fetched set).
 """
 
@@ -236,6 +237,7 @@ class Collection:
         node: Filter | None = None,
         min_score: float | None = None,
         overfetch: int = 1,
+        ef: int | None = None,
     ) -> list[Hit]:
         """The ``k`` best items, best first, with exact scores (see the module docstring)."""
         want = k * overfetch
@@ -254,7 +256,8 @@ class Collection:
         else:
             # The graph visits EXPANSION_SEARCH candidates whatever k is: re-scoring all of them
             # exactly costs little and undoes what i8 or f16 storage got wrong.
-            slots, _ = self._index.search(query, min(max(want, EXPANSION_SEARCH), max(self._count, 1)))
+            visit = max(want, ef or EXPANSION_SEARCH)
+            slots, _ = self._index.search(query, min(visit, max(self._count, 1)))
         slots = slots[(slots >= 0) & (slots < len(alive))]
         slots = slots[alive[slots]]
         if not len(slots):

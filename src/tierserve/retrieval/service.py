@@ -36,6 +36,7 @@ MAX_ITEMS_PER_COLLECTION = 5_000_000
 MAX_ITEMS_PER_REQUEST = 10_000
 MAX_DIMENSION = 4096
 MAX_K = 1000
+MAX_EF = 4096
 MAX_ID_CHARS = 256
 MAX_METADATA_BYTES = 16 << 10
 MAX_TEXT_CHARS = 64 << 10
@@ -61,6 +62,7 @@ class SearchRequest:
     rerank: str | None  # None, "exact", or a cross-encoder model's name
     candidates: int
     include_vectors: bool
+    ef: int | None = None  # candidates the graph search visits (recall against time)
 
 
 class CollectionService:
@@ -236,7 +238,9 @@ class CollectionService:
         want = request.candidates if cross else request.k
 
         def search_and_read() -> tuple[list[Hit], dict[int, ItemRow]]:
-            found = collection.search(query, want, request.filter, request.min_similarity, overfetch)
+            found = collection.search(
+                query, want, request.filter, request.min_similarity, overfetch, request.ef
+            )
             return found, collection.rows([h.slot for h in found])
 
         hits, rows = await asyncio.to_thread(search_and_read)  # one hop off the event loop
@@ -419,7 +423,10 @@ def parse_search(body: Mapping[str, Any]) -> SearchRequest:
     if not isinstance(include, bool):
         raise InvalidInput("'include_vectors' must be true or false")
     min_similarity = None if threshold is None else float(threshold)
-    return SearchRequest(k, parsed_vector, text, model, node, min_similarity, rerank, candidates, include)
+    ef = body.get("ef")
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= MAX_EF):
+        raise InvalidInput(f"'ef' must be an integer in 1..{MAX_EF}")
+    return SearchRequest(k, parsed_vector, text, model, node, min_similarity, rerank, candidates, include, ef)
 
 
 def _rerank(raw: object, k: int) -> tuple[str | None, int]:
