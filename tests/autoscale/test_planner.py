@@ -139,3 +139,26 @@ def test_more_at_once_fewer_only_after_down_after_s() -> None:
         feed(p, 100, STEP)
         plan = p.plan(t, {"cpu": PoolStatus(ready=6)})
     assert plan.desired["cpu"] == 1
+
+
+def test_burst_insurance_holds_a_replica_when_bursts_on_the_endpoint_cost_more() -> None:
+    # A steady 2,000 req/s with a 5-minute burst to 3,500 in the last hour: one GPU carries the steady
+    # load; the burst's 900 req/s above it for 300 s on the endpoint cost 900 x 300 x $0.01/1000 =
+    # $2.70 over the 4 h window, $0.68 an hour: more than a second GPU's $0.526.
+    p = planner(GPU, BURST)
+    feed(p, 2000, 1800)
+    feed(p, 3500, 300)
+    feed(p, 2000, 600)
+    plan = p.plan(2700, {"gpu": PoolStatus(ready=1)})
+    assert plan.desired["gpu"] == 2
+    assert any("burst insurance" in r for r in plan.reasons)
+
+
+def test_burst_insurance_stays_within_the_hosts_cores() -> None:
+    a = PlanPool("cpu", 200, cost_per_hour=0.01, host="local", max_replicas=8)
+    endpoint = PlanPool("burst", 40, cost_per_1k_requests=1.0, max_replicas=16, per_request=True)
+    p = planner(a, endpoint, hosts={"local": 2})
+    feed(p, 100, 600)
+    feed(p, 1000, 120)  # bursts far above what two cores carry
+    feed(p, 100, 300)
+    assert p.plan(1020, {"cpu": PoolStatus(ready=1)}).desired["cpu"] <= 2

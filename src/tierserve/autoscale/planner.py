@@ -223,6 +223,8 @@ class FleetPlanner:
             for p in replica:
                 if p.approximate or held.get(p.name, 0) >= p.max_replicas or p.capacity_rps <= 0:
                     continue
+                if self._no_room(p, held):
+                    continue  # rule 6 holds for insurance too
                 held[p.name] = held.get(p.name, 0) + 1
                 saving = base - spend() - p.cost_per_hour
                 held[p.name] -= 1
@@ -237,6 +239,13 @@ class FleetPlanner:
                       f"rates above the fleet would cost more on the per-request endpoint")
             for name, n in extra.items()
         }  # fmt: skip
+
+    def _no_room(self, pool: PlanPool, counts: Mapping[str, int]) -> bool:
+        """One more replica of ``pool`` would not fit its host's cores."""
+        if pool.host is None or pool.host not in self.hosts:
+            return False
+        used = sum(counts.get(p.name, 0) * p.cores_per_replica for p in self.pools if p.host == pool.host)
+        return used + pool.cores_per_replica > self.hosts[pool.host]
 
     # -- the search --------------------------------------------------------------------------------
 
