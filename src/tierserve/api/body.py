@@ -20,7 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -55,6 +55,7 @@ class DecodingBudget:
         self.in_use = 0
         self.peak = 0
         self._freed = asyncio.Condition()
+        self._waiting = 0
         self._released_since_trim = 0
 
     async def acquire(self, n: int, what: str, *, total: int | None = None) -> None:
@@ -70,6 +71,7 @@ class DecodingBudget:
             self._take(n)
             return
         async with self._freed:
+            self._waiting += 1
             try:
                 fits = self._freed.wait_for(lambda: self.in_use + n <= self.limit)
                 await asyncio.wait_for(fits, self.wait_s)
@@ -79,6 +81,8 @@ class DecodingBudget:
                     f"more than its limit of {self.limit} allows; retry",
                     retry_after_s=1.0,
                 ) from None
+            finally:
+                self._waiting -= 1
             self._take(n)
 
     def _take(self, n: int) -> None:
@@ -89,8 +93,9 @@ class DecodingBudget:
         if n <= 0:
             return
         self.in_use -= n
-        async with self._freed:
-            self._freed.notify_all()
+        if self._waiting:  # the common case has nobody waiting: no lock taken per request
+            async with self._freed:
+                self._freed.notify_all()
         self._released_since_trim += n
         if self._released_since_trim >= TRIM_AFTER_BYTES and self.in_use == 0:
             self._released_since_trim = 0
@@ -143,14 +148,8 @@ class BodyReader:
             if declared is not None:
                 await held.account(declared)
                 held.body = await _read(request, declared)
-            else:
-                chunks: list[bytes] = []
-                total = 0
-                async for chunk in request.stream():
-                    total += len(chunk)
-                    await held.account(total)  # chunked: the reservation grows with what arrives
-                    chunks.append(chunk)
-                held.body = b"".join(chunks)
+            else:  # chunked: the reservation grows with what arrives
+                held.body = await _read_chunks(request, held.account)
             encoding = request.headers.get("content-encoding")
             if encoding:
                 held.body = await _inflated(held, encoding)
@@ -202,12 +201,22 @@ async def read_body(request: Request, limit: int) -> bytes:
         if declared > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
         return await _read(request, declared)
+
+    async def within_limit(total: int) -> None:
+        if total > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+
+    return await _read_chunks(request, within_limit)
+
+
+async def _read_chunks(request: Request, admit: Callable[[int], Awaitable[None]]) -> bytes:
+    """A body without Content-Length: ``admit(bytes so far)`` before each piece is kept, and at
+    most ``MAX_CHUNKS`` non-empty pieces."""
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        await admit(total)
         if chunk:
             chunks.append(chunk)
             if len(chunks) > MAX_CHUNKS:
