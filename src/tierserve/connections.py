@@ -58,6 +58,10 @@ def limited_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
     """uvicorn's httptools protocol with the bounds above (pass as ``uvicorn.Config(http=...)``)."""
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        # One deadline per connection, and at most one timer: a request only moves the deadline (a
+        # float), and the timer, when it fires early, re-arms itself for the deadline then in force.
+        # Scheduling and cancelling a timer per request phase cost more than the rest of this class.
+        _deadline: float | None = None
         _read_timer: asyncio.TimerHandle | None = None
         _in_body = False
 
@@ -67,49 +71,51 @@ def limited_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
                 transport.write(_TOO_MANY)
                 transport.close()
                 return
-            self._arm(header_timeout_s)
+            self._expect(header_timeout_s)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_body = False
-            if self._read_timer is None:
-                self._arm(header_timeout_s)
+            if self._deadline is None:
+                self._expect(header_timeout_s)
 
         def on_headers_complete(self) -> None:
-            self._disarm()
             super().on_headers_complete()
             self._in_body = True
-            self._arm(body_timeout_s)
+            self._expect(body_timeout_s)
 
         def on_body(self, body: bytes) -> None:
-            self._arm(body_timeout_s)
+            self._expect(body_timeout_s)
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            self._deadline = None
             self._in_body = False
             super().on_message_complete()
 
-        def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self._read_timer = self.loop.call_later(seconds, self._read_timed_out)
+        def _expect(self, seconds: float) -> None:
+            self._deadline = self.loop.time() + seconds
+            if self._read_timer is None:
+                self._read_timer = self.loop.call_at(self._deadline, self._check)
 
-        def _disarm(self) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
-
-        def _read_timed_out(self) -> None:
+        def _check(self) -> None:
             self._read_timer = None
-            if self.transport.is_closing():
+            deadline = self._deadline
+            if deadline is None or self.transport.is_closing():
                 return
+            if self.loop.time() < deadline:
+                self._read_timer = self.loop.call_at(deadline, self._check)
+                return
+            self._deadline = None
             if self._in_body:
                 if self.flow.read_paused:  # the server is not reading; the client is not late
-                    self._arm(body_timeout_s)
+                    self._expect(body_timeout_s)
                     return
                 if self.cycle is None or not self.cycle.response_started:
                     self.transport.write(_BODY_TIMEOUT)
