@@ -5,7 +5,7 @@ one writer per file, and the job store writes on the event loop's thread, where 
 held by an audit flush would stall every request. PostgreSQL keeps them in the same database as
 the jobs (tables ``api_keys`` and ``audit_log``). The audit log is append-only in both: triggers
 refuse UPDATE and DELETE, except the retention purge's deletion of records older than its cut-off
-(``--audit-retention-days``).
+(``TIERSERVE_AUDIT_RETENTION_DAYS``).
 """
 
 from __future__ import annotations
