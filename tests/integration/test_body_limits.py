@@ -211,3 +211,39 @@ def _poll_served(server: RunningServer) -> None:
                 return
         assert time.monotonic() < deadline, "a freed connection slot was never given to a new client"
         time.sleep(0.1)
+
+
+def test_binary_bytes_tensors_are_reserved_per_element(http: httpx.Client) -> None:
+    import struct
+
+    # 2,000,000 two-byte strings: 12 MB on the wire (24 MB at the binary rate, which fits the
+    # 128 MiB budget), but about 100 MB of Python objects once built: reserved per element, it is 413.
+    count = 2_000_000
+    blob = (struct.pack("<I", 2) + b"ab") * count
+    header = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, count],
+                     "parameters": {"binary_data_size": len(blob)}}]}
+    ).encode()  # fmt: skip
+    response = http.post(
+        "/v2/models/identity_bytes/infer",
+        content=header + blob,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+    )
+    assert "--max-decoding-bytes" in assert_json_error(response, 413)
+    small = (struct.pack("<I", 2) + b"ab") * 4
+    header = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 4],
+                     "parameters": {"binary_data_size": len(small)}}]}
+    ).encode()  # fmt: skip
+    response = http.post(
+        "/v2/models/identity_bytes/infer",
+        content=header + small,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+    )
+    assert response.status_code == 200, response.text

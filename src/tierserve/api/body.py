@@ -20,9 +20,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import orjson
 from starlette.requests import Request
 
 from tierserve.api.compression import iter_decoded
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 JSON_EXPANSION = 24  # bytes of Python objects per byte of JSON, worst case measured (short strings: 22)
 BINARY_EXPANSION = 2  # the body, and the arrays made from it (numeric tensors view the body)
+BYTES_ELEMENT_COST = 64  # per element of a binary BYTES tensor: a bytes object and two pointers
 WAIT_S = 5.0  # how long a body waits for others to finish decoding before a 503
 OFF_LOOP_BYTES = 1 << 20  # larger bodies decode on a thread: the event loop goes on serving meanwhile
 TRIM_AFTER_BYTES = 64 << 20  # after reservations this large, give freed heap back to the OS
@@ -112,6 +115,27 @@ class HeldBody:
         self.body = b""
         self.reserved = 0
         self._json_bytes: int | None = None
+        self._elements_cost = 0  # BYTES elements in binary tensor data (see account_bytes_elements)
+
+    async def account_bytes_elements(self) -> None:
+        """Binary BYTES tensors cost per element, not per byte: 2-byte strings take about 50 bytes
+        of Python objects each (7x their wire size, not 2x). Reserve ``BYTES_ELEMENT_COST`` per
+        element that the JSON header declares, before the tensors are built."""
+        if not self._json_bytes or b'"BYTES"' not in self.body[: self._json_bytes]:
+            return  # numeric tensors (the common case) cost no parse here
+        try:
+            header = orjson.loads(self.body[: self._json_bytes])
+            elements = sum(
+                math.prod(raw["shape"])
+                for raw in header["inputs"]
+                if raw.get("datatype") == "BYTES" and "binary_data_size" in (raw.get("parameters") or {})
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return  # malformed: the codec says why
+        if not isinstance(elements, int) or elements <= 0:
+            return
+        self._elements_cost = min(elements, 1 << 62) * BYTES_ELEMENT_COST
+        await self.account(len(self.body))
 
     async def account(self, body_bytes: int) -> None:
         """Check ``body_bytes`` (the size the body is, or will be once decompressed) against the
@@ -120,7 +144,7 @@ class HeldBody:
             raise PayloadTooLarge(
                 f"{self.what} body of {body_bytes} bytes exceeds the limit of {self.max_body_bytes} bytes"
             )
-        cost = decoding_cost(body_bytes, self._json_bytes)
+        cost = decoding_cost(body_bytes, self._json_bytes) + self._elements_cost
         if cost > self.reserved:
             what = f"a {self.what} body of {body_bytes} bytes"
             await self.budget.acquire(cost - self.reserved, what, total=cost)
@@ -171,6 +195,7 @@ class BodyReader:
         async with self.held(request, what) as held:
             if check is not None:
                 check(held.body)
+            await held.account_bytes_elements()
             if len(held.body) > OFF_LOOP_BYTES:
                 return await asyncio.to_thread(decode, held.body)
             return decode(held.body)
