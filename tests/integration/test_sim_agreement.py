@@ -10,6 +10,7 @@ figures by tens of milliseconds and fails."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,16 @@ TOLERANCE_SHARE = 0.25
 DURATION_S = 12.0
 LOAD = 0.65
 TIER_NAMES = ("gold", "silver", "bronze")
+# Agreement cannot be judged while other programs hold the cores: live latencies then include waits
+# for a core that no profile saw (seen here with other sessions at load 10 on 2 cores: live p50 four
+# times the simulated one). CI's machine runs the suite alone, about 1 runnable per core.
+MAX_LOAD_PER_CORE = 2.0
+
+
+def skip_when_the_machine_is_overloaded() -> None:
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    if load > MAX_LOAD_PER_CORE:
+        pytest.skip(f"load average {load:.1f} per core (> {MAX_LOAD_PER_CORE}): others hold the cores")
 
 
 def live_replay(port: int, arrivals: np.ndarray, tiers: np.ndarray, bodies: list[bytes]) -> np.ndarray:
@@ -118,6 +129,7 @@ def percentiles(latency: np.ndarray, tiers: np.ndarray) -> dict[str, tuple[float
 
 
 def test_simulated_latencies_per_tier_match_the_live_server_at_65_percent_load(tmp_path: Path) -> None:
+    skip_when_the_machine_is_overloaded()
     repo = tmp_path / "models"
     (repo / "all-minilm-l6-v2" / "1").mkdir(parents=True)
     build_minilm_onnx(repo / "all-minilm-l6-v2" / "1" / "model.onnx")
@@ -156,6 +168,7 @@ def test_simulated_latencies_per_tier_match_the_live_server_at_65_percent_load(t
                        max_batch_size=32)  # fmt: skip
     simulated = simulate(SimConfig([spec], tiers, autoscale="fixed", seed=0), trace)
     live_p, sim_p = percentiles(live, trace.tiers), percentiles(simulated.latency, trace.tiers)
+    skip_when_the_machine_is_overloaded()  # the load while it replayed (the last minute's average)
     print(f"{len(trace)} requests, {replicas} replicas, gold {gold_s * 1000:.0f} ms")
     print(f"per tier (p50 ms, p95 ms, served): live {live_p}\nsim  {sim_p}")
     for name in TIER_NAMES:
