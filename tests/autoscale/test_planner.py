@@ -142,14 +142,14 @@ def test_more_at_once_fewer_only_after_down_after_s() -> None:
 
 
 def test_burst_insurance_holds_a_replica_when_bursts_on_the_endpoint_cost_more() -> None:
-    # A steady 2,000 req/s with a 5-minute burst to 3,500 in the last hour: one GPU carries the steady
-    # load; the burst's 900 req/s above it for 300 s on the endpoint cost 900 x 300 x $0.01/1000 =
-    # $2.70 over the 4 h window, $0.68 an hour: more than a second GPU's $0.526.
+    # A steady 2,000 req/s with a 10-minute burst to 7,000: gold and silver (half of it, 3,500) exceed
+    # one GPU's 2,600 by 900 req/s for 600 s of the 3,000 s seen: 900 x 600/3000 x 3600 x $0.01/1000
+    # = $6.48 an hour on the endpoint, more than a second GPU's $0.526. (Bronze waits: not counted.)
     p = planner(GPU, BURST)
     feed(p, 2000, 1800)
-    feed(p, 3500, 300)
+    feed(p, 7000, 600)
     feed(p, 2000, 600)
-    plan = p.plan(2700, {"gpu": PoolStatus(ready=1)})
+    plan = p.plan(3000, {"gpu": PoolStatus(ready=1)})
     assert plan.desired["gpu"] == 2
     assert any("burst insurance" in r for r in plan.reasons)
 

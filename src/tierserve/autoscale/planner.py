@@ -31,10 +31,10 @@ Rules, each visible in the plan's reasons:
    endpoints if need be), else the shortfall is priced as unserved: spot saves money, not gold.
 6. **Hosts**: local pools on one host share its cores: replicas x ``cores_per_replica`` summed over
    the host's pools stays within its cores.
-7. **Burst insurance**: over the last ``insurance_s``, what the observed rates above the planned
-   fleet's full capacity would cost on per-request endpoints is weighed against holding one more
-   replica (cheapest first); while the replica costs less than the spend it saves, it is held.
-   Rare bursts go to the endpoint; frequent ones buy headroom.
+7. **Burst insurance**: over the last ``insurance_s``, what the deadline tiers' load above the
+   planned fleet's full capacity would cost on per-request endpoints (best effort waits instead) is
+   weighed against holding one more replica (cheapest first); while the replica costs less than the
+   spend it saves, it is held. Rare bursts go to the endpoint; frequent ones buy headroom.
 8. **Hysteresis**: more replicas at once; fewer only after the plan has asked for fewer for
    ``down_after_s`` (it then drops to the highest count asked for over that time).
 
@@ -201,20 +201,14 @@ class FleetPlanner:
         rates = [r for r in rates if r > floor]  # only rates above the whole fleet can overflow it
         price = min(p.cost_per_1k_requests for p in endpoints) / 1000
         mix = self.forecast.mix()
-        share = sum(mix.get(t.name, 0.0) for t in self.tiers if t.approximate)
+        # Only deadline tiers rent the endpoint (best effort waits); they come first on owned capacity.
+        share = sum(mix.get(t.name, 0.0) for t in self.tiers if not t.best_effort)
         replica = [p for p in self.pools if not p.per_request]
         held = dict(counts)
 
-        def spend() -> float:  # $ per hour the rates above capacity would have cost on the endpoint
-            exact_cap = sum(held.get(p.name, 0) * p.capacity_rps for p in replica if not p.approximate)
-            approx_cap = sum(held.get(p.name, 0) * p.capacity_rps for p in replica if p.approximate)
-            over = 0.0
-            for r in rates:
-                exact, approx = r * (1 - share), r * share
-                over += max(0.0, exact - exact_cap) + max(
-                    0.0, approx - approx_cap - max(0.0, exact_cap - exact)
-                )
-            return over / seen * 3600 * price
+        def spend() -> float:  # $ per hour the deadline load above capacity would have cost on the endpoint
+            cap = sum(held.get(p.name, 0) * p.capacity_rps for p in replica if not p.approximate)
+            return sum(max(0.0, r * share - cap) for r in rates) / seen * 3600 * price
 
         extra: dict[str, int] = {}
         for _ in range(8):

@@ -4,15 +4,16 @@ For each candidate pool the caller supplies the predicted finish (queue wait ahe
 the batch the request would join + network round trip), the cost of one item there, its load, and
 whether its variant is approximate (e.g. int8). The policy:
 
-1. keeps pools whose breaker allows traffic and whose variant the tier accepts;
+1. keeps pools whose breaker allows traffic and whose variant the tier accepts; a best-effort
+   request (one that may be served late) keeps only owned pools when there is one: a rented
+   endpoint billed per request is bought for deadlines, not for work that may wait;
 2. keeps those predicted to finish by ``deadline - margin``;
 3. picks the lowest cost per item, then the least loaded, then the earliest finish.
 
 None fits: a tier that rejects late work gets a rejection naming the best prediction; a best-effort
 tier goes to the cheapest pool (then the one predicted to finish first): it will be late wherever it
-goes, and best effort means served late rather than paid for, so a per-request endpoint is bought
-only for deadlines that a local pool cannot meet (measured: on one core at 2x its capacity, bronze
-sent to the fastest pool made the burst endpoint 98% of the routed set-up's cost).
+goes. (Measured: on one core at 2x its capacity, bronze sent to the fastest pool, or to the rented
+endpoint as the only pool predicted in time, made the endpoint 90-98% of the routed set-up's cost.)
 
 Example::
 
@@ -36,6 +37,7 @@ class PoolOption:
     load: float = 0.0  # queued rows per replica: the tie-breaker
     approximate: bool = False
     available: bool = True  # the pool's circuit breaker allows a request now
+    rented: bool = False  # billed per request (a rented endpoint), not owned by the hour
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def choose_pool(
     allow_approximate: bool = True,
 ) -> Route:
     usable = [o for o in options if o.available and (allow_approximate or not o.approximate)]
+    if not reject_late:
+        usable = [o for o in usable if not o.rented] or usable
     if not usable:
         why = "every pool's circuit breaker is open" if options else "no pool serves this model"
         return Route(None, math.inf, why)

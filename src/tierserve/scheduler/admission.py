@@ -131,7 +131,10 @@ def option(
     probe.priority, probe.reject_late, probe.deadline = t.priority, t.reject_late, t.deadline
     finish = queue.predict_finish(probe, now, replicas_free_at) + price.rtt_s
     load = len(queue) / max(1, replicas)
-    return PoolOption(name, finish, cost_per_item(queue, price, t.rows), load, price.approximate, available)
+    rented = price.cost_per_1k_requests > 0 and not price.cost_per_hour
+    return PoolOption(
+        name, finish, cost_per_item(queue, price, t.rows), load, price.approximate, available, rented
+    )
 
 
 def route(options: Sequence[PoolOption], t: Ticket, now: float, failed: Collection[str] = ()) -> Route:
