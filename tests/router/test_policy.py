@@ -59,9 +59,11 @@ def test_retry_goes_to_the_next_pool_while_the_deadline_allows() -> None:
     assert spent.pool is None and "retry budget" in spent.reason
 
 
-def test_best_effort_does_not_rent_an_endpoint_while_an_owned_pool_serves() -> None:
+def test_best_effort_pays_no_premium_for_a_rented_endpoint() -> None:
     owned = PoolOption("cpu", predicted_finish=5.0, cost_per_item=1e-6)  # far past the deadline
     rented = PoolOption("burst", predicted_finish=0.012, cost_per_item=5e-5, rented=True)
     assert route([owned, rented], deadline=1.0, reject_late=False) == "cpu"
     assert route([owned, rented], deadline=1.0, reject_late=True) == "burst"  # a deadline: rent it
     assert route([rented], deadline=1.0, reject_late=False) == "burst"  # nothing owned: the endpoint
+    cheap = PoolOption("remote", predicted_finish=0.012, cost_per_item=1e-7, rented=True)
+    assert route([owned, cheap], deadline=1.0, reject_late=False) == "remote"  # cheaper: no premium

@@ -5,8 +5,9 @@ the batch the request would join + network round trip), the cost of one item the
 whether its variant is approximate (e.g. int8). The policy:
 
 1. keeps pools whose breaker allows traffic and whose variant the tier accepts; a best-effort
-   request (one that may be served late) keeps only owned pools when there is one: a rented
-   endpoint billed per request is bought for deadlines, not for work that may wait;
+   request (one that may be served late) leaves out rented endpoints (billed per request) dearer
+   per item than the cheapest owned pool: a premium is paid for deadlines, not for work that may
+   wait;
 2. keeps those predicted to finish by ``deadline - margin``;
 3. picks the lowest cost per item, then the least loaded, then the earliest finish.
 
@@ -57,8 +58,9 @@ def choose_pool(
     allow_approximate: bool = True,
 ) -> Route:
     usable = [o for o in options if o.available and (allow_approximate or not o.approximate)]
-    if not reject_late:
-        usable = [o for o in usable if not o.rented] or usable
+    owned = [o.cost_per_item for o in usable if not o.rented]
+    if not reject_late and owned:  # best effort pays no premium to be on time
+        usable = [o for o in usable if not o.rented or o.cost_per_item <= min(owned)]
     if not usable:
         why = "every pool's circuit breaker is open" if options else "no pool serves this model"
         return Route(None, math.inf, why)

@@ -10,7 +10,7 @@ Each tick of ``tick_s`` seconds:
    tiers in priority order, each into the pools cheapest per request first, up to what each pool's
    ready replicas sustain within target (``sim.planning.capacity_rps`` per replica per second);
    approximate pools take only tiers that accept them; per-request endpoints come last (dearest),
-   and only for tiers with deadlines (best effort waits rather than rents, as the router decides);
+   and best effort pays no premium for them (it waits instead, as the router decides);
 3. what no pool can take is rejected at once for tiers that reject late work, and queued (bounded)
    for best-effort tiers, served first in later ticks, within target only if it waited less than
    the tier's target;
@@ -135,7 +135,8 @@ class _Fluid:
             self.pools.append(_Pool(spec, capacity_rps(spec, config.tiers), full_rate, spec.replicas))
         # The router's order: cheapest per request first.
         self.order = sorted(self.pools, key=_cost_per_request)
-        self.owned = any(not p.spec.per_request for p in self.pools)
+        owned = [_cost_per_request(p) for p in self.pools if not p.spec.per_request]
+        self.cheapest_owned = min(owned, default=math.inf)
         self.rng = np.random.default_rng(config.seed)
         self.planner = fleet_planner(config.pools, config.tiers, config.plan_interval_s)
         self.reactive = Autoscaler(
@@ -277,16 +278,14 @@ class _Fluid:
 
     def _place(self, k: int, n: float, left: dict[int, float]) -> float:
         approximate_ok = self.tiers[k].approximate
-        # As the router: work that may wait does not rent a per-request endpoint while a pool is owned.
-        rents = (self.config.honour_tiers and self.tiers[k].rejects_late) or not self.owned
+        # As the router: work that may wait pays no premium for a rented per-request endpoint.
+        deadline = self.config.honour_tiers and self.tiers[k].rejects_late
         taken = 0.0
         for pool in self.order:
             room = left[id(pool)]
-            if (
-                room <= 0
-                or (pool.spec.approximate and not approximate_ok)
-                or (pool.spec.per_request and not rents)
-            ):
+            if room <= 0 or (pool.spec.approximate and not approximate_ok):
+                continue
+            if pool.spec.per_request and not deadline and _cost_per_request(pool) > self.cheapest_owned:
                 continue
             take = min(room, n - taken)
             left[id(pool)] = room - take
