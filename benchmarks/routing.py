@@ -19,8 +19,7 @@ Prices: the local pools' host is one core of a c7i.xlarge ($0.1785/h on demand f
 $0.08925 per core-hour), paid for the whole run whatever the routing: **cost per 1,000 served
 counts the cores actually allocated** (1 core x the run's duration) plus every request sent to the
 burst endpoint ($0.05 per 1,000, an assumption, see deploy/sim/README.md); the server's own
-``tierserve_cost_dollars_total`` (each item's replica time) is printed beside it. Local pools share
-the host's cores (``engine/host.py``): fp32 and int8 replicas do not time-slice one core. Per tier:
+``tierserve_cost_dollars_total`` (each item's replica time) is printed beside it. Per tier:
 share served within target, rejected, late; throughput; where requests went, and how many went to
 the burst endpoint by tier (the router sends a request there only when no local pool is predicted
 to meet its deadline).

@@ -26,8 +26,7 @@ from tierserve.budgets.policy import BudgetBook, Verdict
 from tierserve.engine.budgeting import Budgeting
 from tierserve.engine.deployment import Deployment, int8_backends, local_plan, onnx_backends
 from tierserve.engine.hooks import ResultCache
-from tierserve.engine.host import HostCores
-from tierserve.engine.pools import LOCAL_KINDS, PoolKind, PoolSpec, default_pools
+from tierserve.engine.pools import PoolKind, PoolSpec, default_pools
 from tierserve.engine.request import InferRequest, InferResponse, OutputTensor
 from tierserve.engine.rollouts import RolloutTable
 from tierserve.engine.runner import ModelRunner, Outputs
@@ -118,7 +117,6 @@ class Engine:
         self.metrics = metrics
         self.tiers = tiers or TierTable()
         self.pools = pools or default_pools()
-        self.host = HostCores(available_cores())  # shared by every local pool's replicas
         self.honour_tiers = honour_tiers
         self.state_dir = state_dir
         self.profiles_dir = profiles_dir if profiles_dir is not None else state_dir / "profiles"
@@ -335,7 +333,6 @@ class Engine:
                     stats=stats,
                     metrics=self.metrics.for_model(name, version, pool.name),
                     estimator=estimator,
-                    host=self.host if pool.kind in LOCAL_KINDS else None,
                 )
         except BaseException:
             deployment.stop()

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tierserve.backends.base import Backend
-from tierserve.backends.onnx import OnnxBackend
-from tierserve.engine.host import HostCores
 from tierserve.engine.pools import PoolSpec
 from tierserve.errors import InferenceFailed, TierserveError, Unavailable
 from tierserve.observability.metrics import ModelMetrics
@@ -66,7 +64,6 @@ class ModelRunner:
         estimator: ServiceTimeEstimator | None = None,
         aging_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        host: HostCores | None = None,
     ) -> None:
         if not backends:
             raise ValueError("a runner needs at least one backend")
@@ -83,7 +80,6 @@ class ModelRunner:
             pool.cost_per_hour, pool.cost_per_1k_requests, pool.rtt_ms / 1000, pool.approximate
         )
         self._clock = clock
-        self._host = host  # local pools: this host's cores, shared with the other local pools
         self._queue: BatchQueue[Work] = BatchQueue(
             max_batch_size, max_queue_delay_s, max_queue_size, estimator=estimator, aging_s=aging_s
         )
@@ -151,9 +147,6 @@ class ModelRunner:
         available = self.breaker.allows(now) and self.backends[0].available()
         with self._cond:
             free_at = self._free_at()
-            if self._host is not None:  # no replica starts before a core of the host frees up
-                cores_at = self._host.earliest_free()
-                free_at = [max(t, cores_at) for t in free_at]
             return admission.option(
                 self.pool.name,
                 self._queue,
@@ -250,13 +243,7 @@ class ModelRunner:
                     timeout = None if step.wake_at is None else max(0.0, step.wake_at - now)
                     self._cond.wait(timeout)
             works, rows = [item.payload for item in batch.items], [i.rows for i in batch.items]
-            if self._host is None:
-                seconds = self._run(backend, works, rows)
-            else:
-                threads = backend.options.intra_op_threads if isinstance(backend, OnnxBackend) else 1
-                until = self._busy_until[replica]
-                with self._host.hold(threads, min(i.priority for i in batch.items), until):
-                    seconds = self._run(backend, works, rows)
+            seconds = self._run(backend, works, rows)
             with self._cond:
                 self._busy_until[replica] = -math.inf
                 if seconds is not None:
