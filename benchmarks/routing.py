@@ -83,7 +83,10 @@ def scrape_burst_by_tier(port: int) -> dict[str, int]:
     found = re.findall(
         r'^tierserve_pool_requests_total\{[^}]*pool="burst"[^}]*tier="(\w+)"[^}]*\} (\S+)$', text, re.M
     )
-    return {tier: int(float(n)) for tier, n in found}
+    totals: dict[str, int] = {}
+    for tier, n in found:  # one series per tenant
+        totals[tier] = totals.get(tier, 0) + int(float(n))
+    return totals
 
 
 def run(label: str, args: argparse.Namespace, cfg: Path, bodies: Path, schedule: Path, tiers: np.ndarray,

@@ -206,7 +206,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
                 "Cost per hour by tenant",
                 [
                     (
-                        f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) * 3600",
+                        f"sum by (tenant) (rate(tierserve_cost_dollars_total[{WINDOW}])) * 3600",
                         "{{tenant}}",
                     )
                 ],
@@ -216,8 +216,8 @@ def dashboards() -> dict[str, dict[str, Any]]:
                 "Cost per 1M requests by tenant",
                 [
                     (
-                        f"sum by (tenant) (rate(tierserve_tenant_cost_dollars_total[{WINDOW}])) / "
-                        f"sum by (tenant) (rate(tierserve_tenant_requests_total[{WINDOW}])) * 1e6",
+                        f"sum by (tenant) (rate(tierserve_cost_dollars_total[{WINDOW}])) / "
+                        f"sum by (tenant) (rate(tierserve_pool_requests_total[{WINDOW}])) * 1e6",
                         "{{tenant}}",
                     )
                 ],

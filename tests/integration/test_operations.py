@@ -133,9 +133,10 @@ def test_cost_is_counted_in_dollars_per_pool_and_tenant(ops: Ops) -> None:
     assert ops.server is not None
     assert infer(ops.server, ops.beta).status_code == 200
     page = ops.scrape()
-    beta = re.search(r'^tierserve_tenant_cost_dollars_total\{tenant="beta"\} (\S+)$', page, re.M)
-    assert beta is not None and float(beta.group(1)) == pytest.approx(PRICE_PER_REQUEST)
-    assert re.search(r'^tierserve_cost_dollars_total\{model="simple",pool="cpu",tier="\w+"\} ', page, re.M)
+    beta = re.findall(r'^tierserve_cost_dollars_total\{[^}]*tenant="beta"[^}]*\} (\S+)$', page, re.M)
+    assert len(beta) == 1 and float(beta[0]) == pytest.approx(PRICE_PER_REQUEST)
+    per_pool = r'^tierserve_cost_dollars_total\{model="simple",pool="cpu",tenant="beta",tier="\w+"\} '
+    assert re.search(per_pool, page, re.M)
     served = r'^tierserve_requests_total\{model="simple",outcome="success",version="1"\} '
     assert re.search(served, page, re.M)
 

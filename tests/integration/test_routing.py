@@ -97,7 +97,8 @@ def test_bronze_goes_to_int8_and_gold_to_the_cheapest_exact_pool(fleet: Fleet) -
                 assert cosine > (0.98 if tier == "bronze" else 0.99999)
         assert pool_requests(http) == {"cpu-int8": 5, "burst": 5}
         metrics = http.get("/metrics").text
-        assert 'tierserve_cost_dollars_total{model="mlp",pool="burst",tier="gold"} 0.01' in metrics
+        burst = 'tierserve_cost_dollars_total{model="mlp",pool="burst",tenant="anonymous",tier="gold"} 0.01'
+        assert burst in metrics
 
 
 def test_killing_the_remote_mid_load_fails_no_gold_request(fleet: Fleet) -> None:

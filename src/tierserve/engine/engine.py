@@ -671,8 +671,7 @@ class Engine:
             runner.observe_latency(t.tier.name, now - t.arrival)
             cost = runner.cost_per_item(t.rows) * t.rows
             deployment.stats.record_pool(runner.pool.name, t.rows, cost)
-            self.metrics.record_route(deployment.name, runner.pool.name, t.tier.name, cost)
-            self.metrics.record_tenant(tenant, cost)
+            self.metrics.record_route(deployment.name, runner.pool.name, t.tier.name, tenant, cost)
             if self.budgeting.active:
                 busy = runner.estimator.mean(t.rows) if runner.estimator.known else 0.0
                 self.budgeting.record(tenant, runner.pool.name, cost, t.rows, busy)

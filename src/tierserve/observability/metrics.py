@@ -168,28 +168,18 @@ class Metrics:
         self.queue_depth = Gauge(
             "tierserve_queue_depth", "Requests waiting in the queue.", pool_labels, registry=self.registry
         )
+        # Tenant: its API key's (anonymous while authentication is off); cost per tenant and per pool
+        # are sums over the same two counters.
         self.pool_requests = Counter(
             "tierserve_pool_requests",
-            "Requests served per pool and tier (where the router sent them).",
-            ["model", "pool", "tier"],
+            "Requests served per pool, tier and tenant (where the router sent them).",
+            ["model", "pool", "tier", "tenant"],
             registry=self.registry,
         )
         self.cost = Counter(
             "tierserve_cost_dollars",
             "Cost accrued in US dollars, from the pools' configured prices (per hour or per request).",
-            ["model", "pool", "tier"],
-            registry=self.registry,
-        )
-        self.tenant_cost = Counter(
-            "tierserve_tenant_cost_dollars",
-            "Cost accrued in US dollars per tenant (anonymous: authentication off).",
-            ["tenant"],
-            registry=self.registry,
-        )
-        self.tenant_requests = Counter(
-            "tierserve_tenant_requests",
-            "Requests served per tenant (anonymous: authentication off); with the cost, cost per request.",
-            ["tenant"],
+            ["model", "pool", "tier", "tenant"],
             registry=self.registry,
         )
         self.tier_requests = Counter(
@@ -233,8 +223,7 @@ class Metrics:
         self._sources = _SourceCollector()
         self.registry.register(self._sources)
         self._tiers: dict[tuple[str, str], TierMetrics] = {}
-        self._routes: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
-        self._tenants: dict[str, tuple[Counter, Counter]] = {}
+        self._routes: dict[tuple[str, str, str, str], tuple[Counter, Counter]] = {}
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
 
@@ -267,20 +256,11 @@ class Metrics:
             queue_depth=self.queue_depth.labels(name, v, pool),
         )
 
-    def record_route(self, model: str, pool: str, tier: str, cost: float) -> None:
-        key = (model, pool, tier)
+    def record_route(self, model: str, pool: str, tier: str, tenant: str | None, cost: float) -> None:
+        key = (model, pool, tier, tenant or "anonymous")
         children = self._routes.get(key)
-        if children is None:  # label lookups take a lock: bind once per (model, pool, tier)
+        if children is None:  # label lookups take a lock: bind once per (model, pool, tier, tenant)
             children = self._routes[key] = (self.pool_requests.labels(*key), self.cost.labels(*key))
-        children[0].inc()
-        children[1].inc(cost)
-
-    def record_tenant(self, tenant: str | None, cost: float) -> None:
-        name = tenant or "anonymous"
-        children = self._tenants.get(name)
-        if children is None:
-            children = (self.tenant_requests.labels(name), self.tenant_cost.labels(name))
-            self._tenants[name] = children
         children[0].inc()
         children[1].inc(cost)
 

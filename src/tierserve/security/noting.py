@@ -24,8 +24,8 @@ class NotingMetrics(Metrics):
             note.model, note.version, note.tier = model, str(version), tier
         return Metrics.for_tier(self, model, version, tier)
 
-    def record_route(self, model: str, pool: str, tier: str, cost: float) -> None:
+    def record_route(self, model: str, pool: str, tier: str, tenant: str | None, cost: float) -> None:
         note = current_note.get()
         if note is not None:
             note.pool, note.cost = pool, cost
-        Metrics.record_route(self, model, pool, tier, cost)
+        Metrics.record_route(self, model, pool, tier, tenant, cost)
