@@ -12,7 +12,7 @@ from typing import Any
 
 from tierserve import __version__
 from tierserve.commands.rollout import add_rollout_command
-from tierserve.security.command import add_keys_command, add_security_arguments, security_overrides
+from tierserve.commands.security import add_keys_command, add_security_arguments, security_overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,8 +31,8 @@ from security.tokens import SECRET, hs256
 from support.server import RunningServer, start_server
 from support.v2 import JSON, assert_json_error, metric_value
 from tierserve.api.app import create_app
+from tierserve.api.auth.access import all_routes, route_access
 from tierserve.config import ServerSettings
-from tierserve.security.access import all_routes, route_access
 from tierserve.security.roles import Role
 
 pytestmark = pytest.mark.integration

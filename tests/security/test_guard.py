@@ -10,7 +10,7 @@ from security.tokens import SECRET, hs256
 from tierserve.errors import Forbidden, RateLimited, Unauthorized
 from tierserve.security.guard import Guard, RequestNote, auth_required, is_loopback
 from tierserve.security.keys import KeyRecord, new_key
-from tierserve.security.ratelimit import MemoryLimiter
+from tierserve.security.rate_limiter import MemoryLimiter
 from tierserve.security.rates import Limits
 from tierserve.security.roles import Role
 from tierserve.security.tokens import JwtSettings, TokenVerifier

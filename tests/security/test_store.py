@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobs import pg
+from tierserve.security.audit_records import ADMIN, INFERENCE, AuditQuery, AuditRecord
 from tierserve.security.keys import new_key
 from tierserve.security.rates import Limits
-from tierserve.security.records import ADMIN, INFERENCE, AuditQuery, AuditRecord
 from tierserve.security.roles import Role
 from tierserve.security.store import SQLITE_FILE, SecurityStore, open_security_store
 
@@ -153,7 +153,7 @@ async def test_retention_deletes_only_records_older_than_its_cut_off(store: Secu
 
 
 async def test_stored_audit_text_is_bounded(store: SecurityStore) -> None:
-    from tierserve.security.records import MAX_DETAIL, MAX_TEXT
+    from tierserve.security.audit_records import MAX_DETAIL, MAX_TEXT
 
     # A refused call naming a 30,000-character model grew the log by 40 KB per call.
     await store.append([audit(T0, model="m" * 30_000, target="t" * 30_000, detail="d" * 30_000)])

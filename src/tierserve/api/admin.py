@@ -19,14 +19,14 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import audited, identity_of
 from tierserve.api.body import read_body
 from tierserve.api.responses import json_response
 from tierserve.cursors import parse_cursor
 from tierserve.errors import InvalidInput
-from tierserve.security import access
-from tierserve.security.access import audited, identity_of
+from tierserve.security.audit_records import AuditQuery
 from tierserve.security.identity import ANONYMOUS
-from tierserve.security.records import AuditQuery
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from tierserve import __version__
 from tierserve.api import admin, collections, jobs, openai, rollouts, shared_memory_routes, v1, v2
+from tierserve.api.auth import openapi
 from tierserve.api.body import BodyReader
 from tierserve.api.responses import error_response, json_response
 from tierserve.api.shared_memory import SystemSharedMemory
@@ -34,7 +35,6 @@ from tierserve.releases.service import RolloutService
 from tierserve.releases.store import open_rollout_store
 from tierserve.retrieval.embeddings import EmbeddingService
 from tierserve.retrieval.service import CollectionService
-from tierserve.security import openapi
 from tierserve.security.noting import NotingMetrics
 from tierserve.security.service import SecurityService
 from tierserve.security.usage import UsageSync

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import audited, guarded, own_tenant
 from tierserve.api.body import read_body
 from tierserve.api.openai import tier_hint
 from tierserve.api.responses import error_docs, json_body_doc, json_response
 from tierserve.protocol.codec import parse_json_object
 from tierserve.retrieval.service import CollectionService
-from tierserve.security import access
-from tierserve.security.access import audited, guarded, own_tenant
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

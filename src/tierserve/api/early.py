@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from tierserve.api.auth.access import default_tier
 from tierserve.api.body import json_part_length
-from tierserve.security.access import default_tier
 
 if TYPE_CHECKING:
     from tierserve.engine.deployment import Deployment

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import audited, default_tier, guarded, own_tenant, tenant_scope
 from tierserve.api.responses import json_response
 from tierserve.jobs.job import Job
 from tierserve.jobs.service import JobService
 from tierserve.jobs.states import JobStatus
-from tierserve.security import access
-from tierserve.security.access import audited, default_tier, guarded, own_tenant, tenant_scope
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import Access, apply_key_tier, guarded
 from tierserve.api.body import read_body
 from tierserve.api.responses import error_docs, json_body_doc
 from tierserve.engine.request import InferRequest
@@ -27,8 +29,6 @@ from tierserve.errors import InvalidInput, ModelNotFound, TierserveError
 from tierserve.protocol.codec import parse_json_object
 from tierserve.retrieval.embeddings import Embedded
 from tierserve.retrieval.inference import TierHint
-from tierserve.security import access
-from tierserve.security.access import Access, apply_key_tier, guarded
 from tierserve.security.roles import Role
 
 if TYPE_CHECKING:

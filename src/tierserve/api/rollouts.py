@@ -19,13 +19,13 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import audited, identity_of
 from tierserve.api.body import read_body
 from tierserve.api.responses import json_response
 from tierserve.errors import InvalidInput
 from tierserve.rollout import RouteKeys
-from tierserve.security import access
-from tierserve.security.access import audited, identity_of
-from tierserve.security.keyadmin import admin_record
+from tierserve.security.audit_records import admin_record
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

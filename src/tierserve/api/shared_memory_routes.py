@@ -15,11 +15,11 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tierserve.api.auth import access
 from tierserve.api.body import read_body
 from tierserve.api.responses import error_docs, json_response
 from tierserve.errors import InvalidInput
 from tierserve.protocol.codec import parse_json_object
-from tierserve.security import access
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

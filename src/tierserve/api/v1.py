@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tierserve.api.auth import access
+from tierserve.api.auth.access import IDENTITY
 from tierserve.api.responses import json_response
-from tierserve.security import access
-from tierserve.security.access import IDENTITY
 from tierserve.security.identity import Identity
 
 if TYPE_CHECKING:

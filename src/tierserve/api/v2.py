@@ -14,6 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tierserve.api import documents
+from tierserve.api.auth import access
+from tierserve.api.auth.access import apply_key_tier, audited, guarded
 from tierserve.api.body import read_body
 from tierserve.api.compression import compress_response
 from tierserve.api.disconnect import ClientDisconnected, unless_disconnected
@@ -27,8 +29,6 @@ from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
 from tierserve.protocol.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
-from tierserve.security import access
-from tierserve.security.access import apply_key_tier, audited, guarded
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

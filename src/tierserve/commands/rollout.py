@@ -15,15 +15,14 @@ the audit log.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tierserve.errors import Conflict, InvalidInput, NotFound, TierserveError
+from tierserve.commands.common import cli_actor, run_command
+from tierserve.errors import Conflict, InvalidInput, NotFound
 
 
 def add_rollout_command(commands: Any) -> None:
@@ -82,24 +81,19 @@ def add_rollout_command(commands: Any) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_rollout(args))
-    except TierserveError as exc:
-        print(f"tierserve rollout: {exc.message}", file=sys.stderr)
-        return 2
+    return run_command("rollout", _rollout(args))
 
 
 async def _rollout(args: argparse.Namespace) -> int:
     from tierserve.config import ServerSettings
     from tierserve.releases.store import open_rollout_store
     from tierserve.rollout import RolloutPlan, promote, rollback, start
-    from tierserve.security.command import _user
     from tierserve.security.store import open_security_store
 
     settings = ServerSettings.from_env(state_dir=args.state_dir, database=args.database)
     store = open_rollout_store(settings.database, settings.state_dir)
     audit = open_security_store(settings.database, settings.state_dir)
-    actor = f"cli:{_user()}"
+    actor = cli_actor()
     command = args.rollout_command
     await store.open()
     await audit.open()
@@ -150,7 +144,7 @@ async def _rollout(args: argparse.Namespace) -> int:
 
 
 async def _audit(store: Any, action: str, actor: str, model: str, detail: str, now: float) -> None:
-    from tierserve.security.keyadmin import admin_record
+    from tierserve.security.audit_records import admin_record
 
     await store.append(
         [admin_record(action, actor=actor, tenant=None, status=200, now=now, target=model, detail=detail)]

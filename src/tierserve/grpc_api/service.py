@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -20,6 +19,8 @@ import grpc
 from google.protobuf import json_format
 
 from tierserve.api import documents
+from tierserve.api.auth import access
+from tierserve.api.auth.access import Access, apply_identity_tier, audited_by
 from tierserve.api.model_control import load_model, load_parameters
 from tierserve.api.outputs import finish_outputs
 from tierserve.engine.engine import Engine
@@ -28,11 +29,7 @@ from tierserve.errors import ModelNotFound, TierserveError
 from tierserve.grpc_api import messages, tensors
 from tierserve.grpc_api.tensors import parameter_value
 from tierserve.rollout.split import RouteKeys
-from tierserve.security import access
-from tierserve.security.access import Access, apply_identity_tier, audited_by
-from tierserve.security.guard import RequestNote
 from tierserve.security.identity import Identity
-from tierserve.security.noting import current_note
 from tierserve.security.service import SecurityService
 
 log = logging.getLogger(__name__)
@@ -129,21 +126,11 @@ class InferenceService:
         guard = self.security.guard
         if role.role is None or not guard.enabled:
             return await work(None)
-        note = RequestNote(time.perf_counter_ns())
-        token = current_note.set(note)
-        status = 500
-        try:
+        async with self.security.call(model=model, version=version or None) as note:
             identity = await role.check(guard, metadata.get("authorization"), metadata.get("x-api-key"), note)
             result = await work(identity)
-            status = 200
+            note.status = 200
             return result
-        except Exception as exc:
-            status = getattr(exc, "status_code", 500)
-            raise
-        finally:
-            current_note.reset(token)
-            path = {"model_name": model, "model_version": version or None}
-            await self.security.finish(note, status, {"path_params": path})
 
     async def _unary(
         self,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from tierserve.errors import Forbidden, RateLimited, Unauthorized
 from tierserve.security.identity import Identity
 from tierserve.security.keys import KEY_PREFIX, KeyRecord, hash_key
-from tierserve.security.ratelimit import Limiter
+from tierserve.security.rate_limiter import Limiter
 from tierserve.security.rates import NO_LIMITS, Limits
 from tierserve.security.roles import Role
 from tierserve.security.tokens import TokenVerifier
@@ -52,6 +52,7 @@ class RequestNote:
     tier: str | None = None
     pool: str | None = None
     cost: float | None = None
+    status: int = 500  # the answer's status, set by whoever answers
 
 
 class Guard:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tierserve.security.identity import Identity
+from tierserve.errors import InvalidInput
+from tierserve.security.identity import TENANT_RULE, Identity, valid_tenant
 from tierserve.security.rates import NO_LIMITS, Limits
 from tierserve.security.roles import Role
 
@@ -91,3 +93,35 @@ def new_key(
         created_by=created_by,
     )
     return record, secret
+
+
+MAX_DESCRIPTION = 500
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    tenant: str
+    role: Role
+    tier: str | None = None
+    limits: Limits = NO_LIMITS
+    description: str = ""
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, Any], tiers: Collection[str]) -> KeySpec:
+        """From ``{tenant, role, tier?, rate?, burst?, concurrency?, description?}``; raises InvalidInput."""
+        unknown = set(doc) - {"tenant", "role", "tier", "rate", "burst", "concurrency", "description"}
+        if unknown:
+            raise InvalidInput(f"unknown fields {sorted(unknown)}")
+        tenant = doc.get("tenant")
+        if not isinstance(tenant, str) or not valid_tenant(tenant):
+            raise InvalidInput(f"'tenant' must be {TENANT_RULE}")
+        tier = doc.get("tier")
+        if tier is not None and (not isinstance(tier, str) or tier not in tiers):
+            raise InvalidInput(f"unknown tier {tier!r}; configured tiers: {', '.join(tiers)}")
+        description = doc.get("description", "")
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise InvalidInput(f"'description' must be a string of at most {MAX_DESCRIPTION} characters")
+        limits = Limits.parse(
+            rate=doc.get("rate"), burst=doc.get("burst"), concurrency=doc.get("concurrency")
+        )
+        return cls(tenant, Role.parse(doc.get("role")), tier, limits, description)

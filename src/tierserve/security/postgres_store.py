@@ -7,8 +7,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from tierserve.security.audit_records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.keys import KeyRecord
-from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.store import (
     KEY_COLUMNS,
     USAGE_ADD,

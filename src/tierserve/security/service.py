@@ -14,25 +14,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from starlette.requests import Request
-from starlette.responses import Response
 
 from tierserve.config import ServerSettings
 from tierserve.scheduler.tiers import TierTable
-from tierserve.security.access import NOTE, Access, Endpoint
-from tierserve.security.audit import AuditLog
+from tierserve.security.audit_log import AuditLog
+from tierserve.security.audit_records import INFERENCE, AuditQuery, AuditRecord
 from tierserve.security.guard import Guard, RequestNote, is_loopback
 from tierserve.security.identity import Identity
-from tierserve.security.keyadmin import KeySpec, create_key, revoke_key
-from tierserve.security.keys import KeyRecord
+from tierserve.security.key_admin import create_key, revoke_key
+from tierserve.security.keys import KeyRecord, KeySpec
 from tierserve.security.noting import current_note
-from tierserve.security.ratelimit import RedisLimiter, open_limiter
+from tierserve.security.rate_limiter import RedisLimiter, open_limiter
 from tierserve.security.rates import parse_tenant_limits
-from tierserve.security.records import INFERENCE, AuditQuery, AuditRecord
 from tierserve.security.store import SecurityStore, open_security_store
 from tierserve.security.tokens import JwtSettings, TokenVerifier
 
@@ -170,34 +167,41 @@ class SecurityService:
         page = records[: query.limit]
         return page, (page[-1].seq if len(records) > query.limit else None)
 
-    # -- a guarded endpoint's request (auth on) -----------------------------------------------------
+    # -- a guarded call (auth on), any protocol ------------------------------------------------------
 
-    async def serve(self, request: Request, access: Access, endpoint: Endpoint) -> Response:
-        """Check ``access``, run ``endpoint``, then give back its concurrency slots and queue its
-        inference audit record."""
+    @contextlib.asynccontextmanager
+    async def call(
+        self, *, model: str | None = None, version: str | None = None
+    ) -> AsyncIterator[RequestNote]:
+        """One guarded call: the note that its check and the engine fill in. The caller sets
+        ``note.status`` when it answers (an exception's own status otherwise); on the way out the
+        call's concurrency slots go back and its inference audit record is queued (``model`` and
+        ``version``: what the call named, for when the engine noted nothing). Example::
+
+            async with security.call(model=name) as note:
+                identity = await access.check(guard, authorization, api_key, note)
+                ...
+                note.status = 200
+        """
         note = RequestNote(time.perf_counter_ns())
-        request.scope[NOTE] = note
         token = current_note.set(note)
-        status = 500
         try:
-            await access(request)
-            response = await endpoint(request)
-            status = response.status_code
-            return response
+            yield note
         except Exception as exc:
-            status = getattr(exc, "status_code", 500)
+            note.status = getattr(exc, "status_code", 500)
             raise
         finally:
             current_note.reset(token)
-            await self.finish(note, status, request.scope)
+            await self._finish(note, model=model, version=version)
 
-    async def finish(self, note: RequestNote, status: int, scope: Mapping[str, Any]) -> None:
+    async def _finish(
+        self, note: RequestNote, *, model: str | None = None, version: str | None = None
+    ) -> None:
         if note.slots:
             await self.guard.release(note)
         identity = note.identity
         if note.action is None or identity is None:
             return
-        params = scope.get("path_params") or {}
         self.audit.record(
             AuditRecord(
                 at=self._clock(),
@@ -205,9 +209,9 @@ class SecurityService:
                 action=note.action,
                 key_id=identity.key_id,
                 tenant=identity.tenant,
-                status=status,
-                model=note.model or params.get("model_name"),
-                version=note.version or params.get("model_version"),
+                status=note.status,
+                model=note.model or model,
+                version=note.version or version,
                 tier=note.tier,
                 latency_ms=round((time.perf_counter_ns() - note.started_ns) / 1e6, 3),
                 pool=note.pool,

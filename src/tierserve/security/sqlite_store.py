@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tierserve.errors import InvalidInput
+from tierserve.security.audit_records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.keys import KeyRecord
-from tierserve.security.records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.store import (
     KEY_COLUMNS,
     USAGE_ADD,

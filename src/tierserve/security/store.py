@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from tierserve.security.audit_records import AuditQuery, AuditRecord
 from tierserve.security.keys import KeyRecord
 from tierserve.security.rates import Limits
-from tierserve.security.records import AuditQuery, AuditRecord
 from tierserve.security.roles import Role
 from tierserve.storage import parse_database
 

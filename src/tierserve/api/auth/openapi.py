@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from tierserve.security.access import Access, all_routes, route_access
+from tierserve.api.auth.access import Access, all_routes, route_access
 from tierserve.security.roles import Role
 
 _ERROR = {"$ref": "#/components/schemas/Error"}

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tierserve.security.audit import AuditLog
-from tierserve.security.records import ADMIN, INFERENCE, AuditQuery, AuditRecord
+from tierserve.security.audit_log import AuditLog
+from tierserve.security.audit_records import ADMIN, INFERENCE, AuditQuery, AuditRecord
 
 pytestmark = pytest.mark.anyio
 

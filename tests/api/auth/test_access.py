@@ -6,8 +6,8 @@ import pytest
 from fastapi import FastAPI
 
 from tierserve.api.app import create_app
+from tierserve.api.auth.access import all_routes, route_access
 from tierserve.config import ServerSettings
-from tierserve.security.access import all_routes, route_access
 from tierserve.security.roles import Role
 
 # The role of every route. A new route must be added here, with the role the issue gives it.

@@ -1,4 +1,5 @@
-"""What each route declares: the role it needs. Example::
+"""Security's HTTP glue: what each route declares (the role it needs), the check that enforces it,
+and what handlers read of the caller. Example::
 
     @router.get("/v1/profiles", dependencies=access.OPERATOR)
     async def profiles(request: Request) -> Response: ...
@@ -27,10 +28,11 @@ from starlette.routing import BaseRoute, Route
 
 from tierserve.engine.request import InferRequest
 from tierserve.errors import TierserveError
+from tierserve.security.audit_records import admin_record
 from tierserve.security.guard import Guard, RequestNote
 from tierserve.security.identity import ANONYMOUS, Identity
-from tierserve.security.keyadmin import admin_record
 from tierserve.security.roles import Role
+from tierserve.security.service import SecurityService
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,13 @@ def guarded(dependencies: list[Any], endpoint: Endpoint) -> Endpoint:
         security = request.app.state.tierserve.security
         if not security.guard.enabled:
             return await endpoint(request)
-        served: Response = await security.serve(request, access, endpoint)
-        return served
+        params = request.scope.get("path_params") or {}
+        async with security.call(model=params.get("model_name"), version=params.get("model_version")) as note:
+            request.scope[NOTE] = note
+            await access(request)
+            response = await endpoint(request)
+            note.status = response.status_code
+            return response
 
     checked.__name__ = endpoint.__name__
     checked.__doc__ = endpoint.__doc__
@@ -191,7 +198,7 @@ async def audited(request: Request, action: str, target: str | None = None) -> A
 
 @contextlib.asynccontextmanager
 async def audited_by(
-    security: Any, identity: Identity | None, action: str, target: str | None = None
+    security: SecurityService, identity: Identity | None, action: str, target: str | None = None
 ) -> AsyncIterator[AdminAction]:
     """``audited`` for a caller already known (gRPC has no Starlette request)."""
     who = identity or ANONYMOUS

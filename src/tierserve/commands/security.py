@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tierserve.commands.common import cli_actor, run_command
 from tierserve.errors import TierserveError
 
 
@@ -90,22 +88,20 @@ def add_keys_command(commands: Any) -> None:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_keys(args))
-    except TierserveError as exc:
-        print(f"tierserve keys: {exc.message}", file=sys.stderr)
-        return 2
+    return run_command("keys", _keys(args))
 
 
 async def _keys(args: argparse.Namespace) -> int:
     from tierserve.config import ServerSettings, load_server_config
     from tierserve.scheduler.tiers import TierTable
-    from tierserve.security.keyadmin import KeySpec, admin_record, create_key, revoke_key
+    from tierserve.security.audit_records import admin_record
+    from tierserve.security.key_admin import create_key, revoke_key
+    from tierserve.security.keys import KeySpec
     from tierserve.security.store import open_security_store
 
     settings = ServerSettings.from_env(state_dir=args.state_dir, database=args.database)
     store = open_security_store(settings.database, settings.state_dir)
-    actor = f"cli:{_user()}"
+    actor = cli_actor()
     await store.open()
     try:
         if args.keys_command == "create":
@@ -186,10 +182,3 @@ async def _keys(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment (getpass raises various errors)
-        return "unknown"

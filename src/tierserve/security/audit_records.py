@@ -88,3 +88,25 @@ class AuditQuery:
                 clauses.append(clause.format(placeholder))
                 params.append(value)
         return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def admin_record(
+    action: str,
+    *,
+    actor: str,
+    tenant: str | None,
+    status: int,
+    now: float,
+    target: str | None = None,
+    detail: str | None = None,
+) -> AuditRecord:
+    return AuditRecord(
+        at=now,
+        kind=ADMIN,
+        action=action,
+        key_id=actor,
+        tenant=tenant,
+        status=status,
+        target=target,
+        detail=detail,
+    )

@@ -16,7 +16,7 @@ from collections import Counter, deque
 import prometheus_client
 from prometheus_client import CollectorRegistry, Gauge
 
-from tierserve.security.records import AuditRecord
+from tierserve.security.audit_records import AuditRecord
 from tierserve.security.store import SecurityStore
 
 log = logging.getLogger(__name__)

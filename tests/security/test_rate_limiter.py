@@ -9,7 +9,7 @@ import pytest
 
 from security import redis_server
 from tierserve.errors import InvalidInput, Unavailable
-from tierserve.security.ratelimit import Limiter, MemoryLimiter, RedisLimiter, open_limiter
+from tierserve.security.rate_limiter import Limiter, MemoryLimiter, RedisLimiter, open_limiter
 from tierserve.security.rates import Window
 
 pytestmark = pytest.mark.anyio
