@@ -29,6 +29,7 @@ from starlette.requests import Request
 
 from tierserve.api.compression import iter_decoded
 from tierserve.errors import InvalidInput, PayloadTooLarge, Unavailable
+from tierserve.protocol.tensors import HEADER_LENGTH
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ BYTES_ELEMENT_COST = 64  # per element of a binary BYTES tensor: a bytes object 
 WAIT_S = 5.0  # how long a body waits for others to finish decoding before a 503
 OFF_LOOP_BYTES = 1 << 20  # larger bodies decode on a thread: the event loop goes on serving meanwhile
 TRIM_AFTER_BYTES = 64 << 20  # after reservations this large, give freed heap back to the OS
-HEADER_LENGTH = "inference-header-content-length"
 
 
 def decoding_cost(body_bytes: int, json_bytes: int | None = None) -> int:

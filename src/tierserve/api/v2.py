@@ -28,7 +28,8 @@ from tierserve.api.rollouts import route_keys
 from tierserve.engine.request import InferRequest
 from tierserve.errors import ModelNotFound
 from tierserve.observability.metrics import CONTENT_TYPE
-from tierserve.protocol.codec import HEADER_LENGTH, decode_request, encode_response, parse_json_object
+from tierserve.protocol.codec import decode_request, encode_response, parse_json_object
+from tierserve.protocol.tensors import HEADER_LENGTH
 
 if TYPE_CHECKING:
     from tierserve.api.app import AppState

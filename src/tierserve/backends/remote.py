@@ -21,13 +21,12 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-import orjson
 
-from tierserve.datatypes import from_name
-from tierserve.errors import InferenceFailed, Unavailable
+from tierserve.errors import InferenceFailed, InvalidInput, Unavailable
+from tierserve.protocol.client import NotJson, decode_response, encode_request
+from tierserve.protocol.tensors import HEADER_LENGTH
 from tierserve.repository.signature import Signature
 from tierserve.router.breaker import BreakerState, CircuitBreaker
-from tierserve.wire import tensor_from_bytes, tensor_to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +119,10 @@ class RemoteBackend:
     async def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Encode before taking an endpoint: a half-open breaker's probe must end in an outcome.
         binary = all(e.binary for e in self._endpoints)
-        body, headers = encode_request(self.signature, feeds, binary=binary)
+        body, headers = self._encode(feeds, binary)
         endpoint = self._pick()
         if endpoint.binary != binary:
-            body, headers = encode_request(self.signature, feeds, binary=endpoint.binary)
+            body, headers = self._encode(feeds, endpoint.binary)
         url = f"{endpoint.url}/v2/models/{self._model}/infer"
         try:
             response = await self._client.post(url, content=body, headers=headers)
@@ -138,7 +137,19 @@ class RemoteBackend:
             raise InferenceFailed(
                 f"{endpoint.url} refused the batch ({response.status_code}): {response.text[:200]}"
             )
-        return decode_response(response.content, response.headers.get("inference-header-content-length"))
+        try:
+            return decode_response(response.content, response.headers.get(HEADER_LENGTH))
+        except InvalidInput as exc:  # the peer's answer, not the caller's request, is at fault
+            raise InferenceFailed(
+                f"{endpoint.url} answered with no valid V2 response: {exc.message}"
+            ) from None
+
+    def _encode(self, feeds: dict[str, np.ndarray], binary: bool) -> tuple[bytes, dict[str, str]]:
+        inputs = ((spec.name, spec.datatype, feeds[spec.name]) for spec in self.signature.inputs)
+        try:
+            return encode_request(inputs, binary=binary)
+        except NotJson as exc:
+            raise NotRepresentable(str(exc)) from None
 
     async def _check(self, endpoint: _Endpoint) -> None:
         try:
@@ -159,70 +170,3 @@ class RemoteBackend:
 
 async def _make_client(limits: httpx.Limits, timeout_s: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=timeout_s)
-
-
-def encode_request(
-    signature: Signature, feeds: dict[str, np.ndarray], *, binary: bool
-) -> tuple[bytes, dict[str, str]]:
-    """A V2 infer request for ``feeds``; binary tensors (and binary outputs) when ``binary``."""
-    inputs: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
-    for spec in signature.inputs:
-        array = feeds[spec.name]
-        entry: dict[str, Any] = {
-            "name": spec.name,
-            "datatype": spec.datatype.name,
-            "shape": list(array.shape),
-        }
-        if binary:
-            blob = tensor_to_bytes(array, spec.datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = _json_data(spec.name, array)
-        inputs.append(entry)
-    doc = {"inputs": inputs, "parameters": {"binary_data_output": binary}}
-    header = orjson.dumps(doc)
-    if not binary:
-        return header, {"content-type": "application/json"}
-    return header + b"".join(blobs), {
-        "inference-header-content-length": str(len(header)),
-        "content-type": "application/octet-stream",
-    }
-
-
-def decode_response(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
-    """The outputs of a V2 infer response, JSON or binary."""
-    length = int(header_length) if header_length is not None else len(body)
-    doc = orjson.loads(body[:length])
-    view, offset = memoryview(body), length
-    outputs: dict[str, np.ndarray] = {}
-    for output in doc.get("outputs", []):
-        datatype = from_name(output["datatype"])
-        shape = tuple(output["shape"])
-        size = (output.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            outputs[output["name"]] = tensor_from_bytes(
-                view[offset : offset + size], datatype, shape, output["name"]
-            )
-            offset += size
-        elif datatype.kind == "bytes":
-            outputs[output["name"]] = np.array([s.encode() for s in output["data"]], dtype=object).reshape(
-                shape
-            )
-        else:
-            outputs[output["name"]] = np.asarray(output["data"], dtype=datatype.numpy).reshape(shape)
-    return outputs
-
-
-def _json_data(name: str, array: np.ndarray) -> list[Any]:
-    """Tensor data as JSON values, refusing what JSON would change (inf becomes null, then NaN)."""
-    if array.dtype.kind == "f" and np.isinf(array).any():
-        raise NotRepresentable(f"input '{name}' holds infinities, which JSON tensors cannot carry")
-    if array.dtype.kind == "O":
-        try:
-            return [x.decode() if isinstance(x, bytes) else x for x in array.ravel().tolist()]
-        except UnicodeDecodeError:
-            raise NotRepresentable(f"input '{name}' holds bytes that are not UTF-8 text") from None
-    data: list[Any] = array.ravel().tolist()
-    return data
