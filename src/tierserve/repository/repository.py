@@ -14,7 +14,9 @@ from typing import Any
 
 from tierserve.errors import InvalidInput, ModelNotFound
 from tierserve.repository.config import ModelConfig
+from tierserve.repository.graph import read_signature
 from tierserve.repository.loading import CONFIG_FILE, PBTXT_FILE, load_config
+from tierserve.repository.signature import Signature
 
 __all__ = ["CONFIG_FILE", "MODEL_FILE", "PBTXT_FILE", "ModelRepository"]
 
@@ -116,6 +118,10 @@ class ModelRepository:
 
     def model_path(self, name: str, version: int) -> Path:
         return self._model_dir(name) / str(version) / MODEL_FILE
+
+    def signature(self, name: str, version: int) -> Signature:
+        """The inputs and outputs of the version's ONNX graph (read from the file; no session)."""
+        return read_signature(self.model_path(name, version))
 
     def _model_dir(self, name: str) -> Path:
         if not _NAME.fullmatch(name):
