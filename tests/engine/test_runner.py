@@ -90,7 +90,7 @@ def live_decisions(tmp_path: Path, times: np.ndarray, tiers: np.ndarray) -> list
         for pool in POOLS
     }  # fmt: skip
     engine = Engine(ModelRepository(tmp_path / "models"), metrics, pools=POOLS)
-    engine._clock = lambda: now[0]
+    engine.data.clock = lambda: now[0]
     deployment = Deployment("identity", 1, runners, stats)
     feeds = {"INPUT0": np.zeros((1, 4), dtype=np.float32)}
     decisions: list[str | None] = []
@@ -106,7 +106,7 @@ def live_decisions(tmp_path: Path, times: np.ndarray, tiers: np.ndarray) -> list
                 tier_choice = TierChoice(DEFAULT_TIERS[tier], DEFAULT_TIERS[tier].target_s)
                 t = admission.ticket(tier_choice, float(at), 1)
                 try:
-                    runner = engine._pick(deployment, t, set())
+                    runner = engine.data.pick(deployment, t, set())
                 except Unavailable:
                     decisions.append(None)
                     continue

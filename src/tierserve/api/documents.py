@@ -33,6 +33,7 @@ def server_metadata(extensions: list[str] = EXTENSIONS) -> dict[str, Any]:
 def model_metadata(engine: Engine, model_name: str, model_version: str | None) -> dict[str, Any]:
     deployment = engine.deployment(model_name, model_version)
     versions = [str(deployment.version)] if model_version else [str(v) for v in engine.versions(model_name)]
+    variants = {pool: variant.describe() for pool, variant in deployment.variants.items()}
     return {
         "name": model_name,
         "versions": versions,
@@ -41,10 +42,10 @@ def model_metadata(engine: Engine, model_name: str, model_version: str | None) -
         "outputs": [spec.metadata() for spec in deployment.signature.outputs],
         # tierserve's addition: the pools serving this version and how each variant was made.
         "pools": [
-            {**runner.pool.describe(), **deployment.variants.get(pool, {})}
+            {**runner.pool.describe(), **variants.get(pool, {})}
             for pool, runner in deployment.runners.items()
         ],
-        "variants": deployment.variants,
+        "variants": variants,
     }
 
 

@@ -1,7 +1,7 @@
 """A pool's replicas share one extra session with a thread per core, for batches that run alone.
 
 Under load, one single-threaded session per core serves the most items/s (see
-``engine.deployment.local_plan``). Idle, that leaves a lone request on one core while the others
+``engine.kinds.local_plan``). Idle, that leaves a lone request on one core while the others
 wait: all-MiniLM-L6-v2 at batch 1 takes about 1.5x as long on 1 thread as on 2 here. So the
 replicas of a pool count the batches they are running; a batch that starts while no other runs
 takes the wide session, and any batch that starts meanwhile takes its replica's own. Example::

@@ -203,8 +203,10 @@ class ResultCacheService:
             if led is None:  # the leader failed or went away: its failure is its own
                 return await engine.infer(deployment, request, cached=False)
             metrics.coalesced.inc()
-            engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
-            return led[1].response(request, deployment.name, deployment.version)
+            decided = engine.record_cached(deployment, choice, time.perf_counter_ns() - started)
+            coalesced = led[1].response(request, deployment.name, deployment.version)
+            coalesced.decision = request.decision = decided
+            return coalesced
         response, answer = await self._flights.lead(
             store_key, choice.tier.priority, self._compute(deployment, request, settings.max_bytes)
         )
@@ -233,7 +235,7 @@ class ResultCacheService:
         response = answer.response(request, deployment.name, deployment.version)
         elapsed = time.perf_counter_ns() - started
         deployment.stats.record_cache(True, elapsed)
-        self._engine.record_cached(deployment, choice, elapsed)
+        response.decision = request.decision = self._engine.record_cached(deployment, choice, elapsed)
         metrics.hits[layer].inc()
         metrics.answered.inc()
         metrics.hit_seconds[layer].observe(elapsed / 1e9)

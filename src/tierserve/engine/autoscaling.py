@@ -39,7 +39,7 @@ from tierserve.autoscale.policy import Autoscaler, PoolObservation, ScalingLimit
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.backends.wide import own_session
 from tierserve.engine.engine import Engine, available_cores
-from tierserve.engine.pools import LOCAL_KINDS, PoolSpec
+from tierserve.engine.pools import PoolSpec
 from tierserve.engine.runner import ModelRunner
 from tierserve.observability.metrics import Metrics
 
@@ -125,7 +125,7 @@ class LiveAutoscaler:
 
     def apply(self, reports: list[PoolReport]) -> None:
         """Resize local CPU pools to their decision (other pools are scaled from outside)."""
-        local = [r for r in reports if self._pool(r.pool).kind in LOCAL_KINDS]
+        local = [r for r in reports if self._pool(r.pool).host_cores]
         planned = sum(r.desired for r in local) or 1
         threads = max(1, self.cores // planned)  # the host's cores, shared by every local replica
         for report in local:
@@ -205,7 +205,7 @@ class LiveAutoscaler:
             )
             capacities.append((by_model.get((runner.name, runner.version), 0.0), cap))
         capacity = _blend(capacities)
-        local = pool.kind in LOCAL_KINDS
+        local = pool.host_cores
         plan = PlanPool(
             pool.name,
             capacity,
@@ -222,7 +222,7 @@ class LiveAutoscaler:
     def _max(self, pool: PoolSpec) -> int:
         if not pool.local:
             return pool.concurrency * max(1, len(pool.endpoints))
-        return self.cores if pool.kind in LOCAL_KINDS else 64
+        return self.cores if pool.host_cores else 64
 
     def _pool(self, name: str) -> PoolSpec:
         return next(p for p in self.engine.pools if p.name == name)

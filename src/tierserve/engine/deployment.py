@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any
 
-from tierserve.backends.base import Backend
-from tierserve.backends.onnx import OnnxBackend, OnnxOptions
-from tierserve.backends.quantize import compare, quantize_int8, sample_inputs
-from tierserve.backends.wide import Widening, WideWhenAlone
-from tierserve.engine.pools import PoolSpec
+from tierserve.engine.kinds import Variant
 from tierserve.engine.runner import ModelRunner
-from tierserve.errors import InvalidInput
 from tierserve.observability.stats import ModelStats
-from tierserve.repository.config import ModelConfig
 from tierserve.repository.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -29,7 +21,7 @@ class Deployment:
     version: int
     runners: dict[str, ModelRunner]  # by pool name, in the configured pool order
     stats: ModelStats
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool -> how its variant was made
+    variants: dict[str, Variant] = field(default_factory=dict)  # pool -> how its variant was made, if derived
     estimate_sources: dict[str, str] = field(default_factory=dict)  # pool -> profile file or warm-up sweep
 
     # Requests inside Engine.infer, and whether the deployment has closed to new ones (see ``drain``).
@@ -76,51 +68,3 @@ class Deployment:
     def stop(self) -> None:
         for runner in self.runners.values():
             runner.stop()
-
-
-@dataclass(frozen=True)
-class LocalPlan:
-    """How a local pool runs one model: replicas and threads per replica."""
-
-    replicas: int
-    threads: int
-
-
-def local_plan(pool: PoolSpec, config: ModelConfig, cores: int) -> LocalPlan:
-    """Replicas x threads for a local pool. By default one single-threaded replica per core: for
-    models of this size, replicas beat threads (measured here on MiniLM: 2 x 1 thread serves about
-    as many items/s as 1 x 2 threads, and a gold request finds a free replica sooner)."""
-    threads = pool.threads or config.intra_op_threads
-    replicas = pool.replicas or config.instances
-    if replicas is None:
-        replicas = max(1, cores // (threads or 1))
-    return LocalPlan(replicas, threads or max(1, cores // replicas))
-
-
-def onnx_backends(path: Path, plan: LocalPlan, config: ModelConfig) -> list[Backend]:
-    options = OnnxOptions(intra_op_threads=plan.threads, inter_op_threads=config.inter_op_threads)
-    own: list[Backend] = [OnnxBackend(path, options) for _ in range(plan.replicas)]
-    if plan.replicas == 1:
-        return own
-    # A batch that runs alone gets every core of the pool (see backends/wide.py): one more session.
-    wide = OnnxBackend(path, replace(options, intra_op_threads=plan.replicas * plan.threads))
-    widening = Widening(wide)
-    return [WideWhenAlone(backend, widening) for backend in own]
-
-
-def int8_backends(
-    source: Path, cache_dir: Path, plan: LocalPlan, config: ModelConfig, reference: Backend, threshold: float
-) -> tuple[list[Backend], dict[str, Any]]:
-    """The int8 variant's backends, or none when it fails the accuracy gate; and the gate's report."""
-    try:
-        variant = quantize_int8(source, cache_dir)
-    except Exception as exc:  # ORT's quantizer raises many kinds; the fp32 pools still serve
-        raise InvalidInput(f"int8 quantization failed: {exc}") from exc
-    backends = onnx_backends(variant, plan, config)
-    report = compare(reference, backends[0], sample_inputs(source.parent, reference.signature), threshold)
-    info: dict[str, Any] = {"kind": "onnx-cpu-int8", "file": variant.name, **report.describe()}
-    if not report.accepted:
-        for backend in backends:
-            backend.close()
-        return [], info
-    return backends, info

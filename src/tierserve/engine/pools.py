@@ -27,16 +27,36 @@ log = logging.getLogger(__name__)
 
 
 class PoolKind(enum.StrEnum):
-    """The backend a pool runs; its string value is what the server config names."""
+    """The backend a pool runs; its string value is what the server config names. What each kind
+    is (``traits``) is written once, in ``_TRAITS``; the factory that builds its backends is in
+    ``tierserve.engine.kinds``."""
 
     ONNX_CPU = "onnx-cpu"
     ONNX_CPU_INT8 = "onnx-cpu-int8"  # approximate: dynamic quantization, accepted by an accuracy gate
     TORCH_CUDA = "torch-cuda"
     REMOTE = "remote"  # another Open Inference Protocol server
 
+    @property
+    def traits(self) -> KindTraits:
+        return _TRAITS[self]
+
+
+@dataclass(frozen=True)
+class KindTraits:
+    host_cores: bool  # its replicas are threads on this host's cores (planned within them)
+    local: bool  # runs on this host (not another server)
+    gpu: bool
+    approximate: bool  # its answers approximate the model's (only tiers that accept that use it)
+
+
+_TRAITS = {
+    PoolKind.ONNX_CPU: KindTraits(host_cores=True, local=True, gpu=False, approximate=False),
+    PoolKind.ONNX_CPU_INT8: KindTraits(host_cores=True, local=True, gpu=False, approximate=True),
+    PoolKind.TORCH_CUDA: KindTraits(host_cores=False, local=True, gpu=True, approximate=False),
+    PoolKind.REMOTE: KindTraits(host_cores=False, local=False, gpu=False, approximate=False),
+}
 
 KINDS = tuple(PoolKind)
-LOCAL_KINDS = (PoolKind.ONNX_CPU, PoolKind.ONNX_CPU_INT8)  # replicas on this host's cores
 
 
 @dataclass(frozen=True)
@@ -54,17 +74,25 @@ class PoolSpec:
     accuracy_threshold: float = 0.99  # approximate variants: minimum cosine similarity to fp32
     models: tuple[str, ...] | None = None  # only these models (default: all)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, PoolKind):  # the config's string, e.g. PoolSpec("cpu", "onnx-cpu")
+            object.__setattr__(self, "kind", PoolKind(self.kind))
+
     @property
     def approximate(self) -> bool:
-        return self.kind == PoolKind.ONNX_CPU_INT8
+        return self.kind.traits.approximate
 
     @property
     def local(self) -> bool:
-        return self.kind != PoolKind.REMOTE
+        return self.kind.traits.local
+
+    @property
+    def host_cores(self) -> bool:
+        return self.kind.traits.host_cores
 
     @property
     def gpu(self) -> bool:
-        return self.kind == PoolKind.TORCH_CUDA
+        return self.kind.traits.gpu
 
     def serves(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -145,7 +173,7 @@ def _parse_pool(entry: object) -> PoolSpec:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"invalid pool {dict(entry)}: {exc}") from None
-    if spec.kind == PoolKind.REMOTE and not spec.endpoints:
+    if not spec.local and not spec.endpoints:
         raise InvalidInput(f"remote pool '{spec.name}' needs at least one endpoint")
     if min(spec.cost_per_hour, spec.cost_per_1k_requests, spec.rtt_ms) < 0 or spec.concurrency < 1:
         raise InvalidInput(f"pool '{spec.name}': costs and rtt must be >= 0 and concurrency >= 1")

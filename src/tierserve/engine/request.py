@@ -28,6 +28,19 @@ class RequestedOutput:
     shared_memory: tuple[str, int, int] | None = None
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the engine decided for one request: the model version that served it, its tier, the pool
+    that ran it and what that cost (dollars). ``pool`` and ``cost`` stay None when no pool ran it:
+    answered from the result cache, or refused or failed before a pool finished it."""
+
+    model: str
+    version: int
+    tier: str
+    pool: str | None = None
+    cost: float | None = None
+
+
 @dataclass
 class InferRequest:
     inputs: list[InputTensor]
@@ -41,6 +54,9 @@ class InferRequest:
     tenant: str = ""
     arrival: float | None = None  # when it reached the server (Engine.clock()); its deadline counts from it
     routing: RouteKeys | None = None  # what a rollout may split on (tenant, key, headers)
+    # Written by the engine as it decides (tier first, then pool and cost), so that a request that
+    # fails still says what was decided for it; a response carries the final one too.
+    decision: Decision | None = None
 
 
 @dataclass
@@ -57,3 +73,4 @@ class InferResponse:
     model_version: str
     outputs: list[OutputTensor]
     id: str | None = None
+    decision: Decision | None = None  # what the engine decided (version, tier, pool, cost)
