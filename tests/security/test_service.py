@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tierserve.engine.request import Decision
 from tierserve.errors import RateLimited
 from tierserve.scheduler.tiers import TierTable
 from tierserve.security.audit_log import AuditLog
@@ -39,7 +40,7 @@ async def test_a_call_gives_its_slot_back_and_is_audited_with_its_status() -> No
     async with security.call(model="simple", version="1") as note:
         await admit(security, secret, note)
         assert note.slots  # the key's only concurrency slot is held while the call runs
-        note.tier = "gold"  # what the engine notes
+        note.decision = Decision("simple", 1, "gold", "cpu", 0.5)  # what the engine decided
         note.status = 200
     assert not note.slots
     async with security.call(model="simple") as second:  # the slot is free again
@@ -54,6 +55,8 @@ async def test_a_call_gives_its_slot_back_and_is_audited_with_its_status() -> No
         "acme",
     )
     assert (first.status, first.model, first.version, first.tier) == (200, "simple", "1", "gold")
+    assert (first.pool, first.cost) == ("cpu", 0.5)
+    assert (security.audit._queue[1].model, security.audit._queue[1].tier) == ("simple", None)  # none handed
     assert first.at == 7.0
 
 

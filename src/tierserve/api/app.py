@@ -35,7 +35,6 @@ from tierserve.releases.service import RolloutService
 from tierserve.releases.store import open_rollout_store
 from tierserve.retrieval.embeddings import EmbeddingService
 from tierserve.retrieval.service import CollectionService
-from tierserve.security.noting import NotingMetrics
 from tierserve.security.service import SecurityService
 from tierserve.security.usage import UsageSync
 
@@ -72,7 +71,7 @@ Sidecar = Callable[["AppState"], Awaitable[Callable[[], Awaitable[object]]]]
 
 
 def create_app(settings: ServerSettings, *, sidecars: Sequence[Sidecar] = ()) -> FastAPI:
-    metrics = NotingMetrics()  # also tells the inference audit record which pool served it
+    metrics = Metrics()
     server_config = load_server_config(settings.config_file)
     engine = build_engine(settings, server_config, metrics)
     metrics.set_queue_source(engine.queue_snapshots)

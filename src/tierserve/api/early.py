@@ -10,11 +10,12 @@ prediction per pool.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from tierserve.api.auth.access import default_tier
+from tierserve.api.auth.access import default_tier, note_decision
 from tierserve.api.body import json_part_length
 
 if TYPE_CHECKING:
@@ -40,4 +41,5 @@ def reject_early(
     head = body if json_bytes is None else body[:json_bytes]
     if any(key in head for key in _BODY_TIER_KEYS):
         return
-    engine.admit_early(deployment, request.headers.get("x-tier"), default_tier(request), arrival)
+    header, key_tier = request.headers.get("x-tier"), default_tier(request)
+    engine.admit_early(deployment, header, key_tier, arrival, partial(note_decision, request))

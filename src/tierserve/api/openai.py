@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -174,7 +175,9 @@ def tier_hint(request: Request, body: Mapping[str, Any]) -> TierHint:
         parameters = {**parameters, "tier": tier}
     decoded = InferRequest(inputs=[], parameters=parameters, tier=request.headers.get("x-tier"))
     apply_key_tier(request, decoded)
-    return TierHint(decoded.tier, decoded.parameters, access.own_tenant(request) or "", decoded.key_tier)
+    tenant = access.own_tenant(request) or ""
+    decided = partial(access.note_decision, request)  # the inference audit record (embeddings)
+    return TierHint(decoded.tier, decoded.parameters, tenant, decoded.key_tier, decided)
 
 
 def parse_input(raw: object) -> tuple[list[str] | None, list[list[int]] | None]:

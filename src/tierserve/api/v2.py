@@ -210,6 +210,8 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
         response = await unless_disconnected(request, infer)
     except ClientDisconnected:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
+    finally:
+        access.note_decision(request, decoded.decision)  # the audit record says what was decided
     placed = finish_outputs(
         decoded,
         response,

@@ -24,7 +24,7 @@ from tierserve.api.auth.access import Access, apply_identity_tier, audited_by
 from tierserve.api.model_control import load_model, load_parameters
 from tierserve.api.outputs import finish_outputs
 from tierserve.engine.engine import Engine
-from tierserve.engine.request import InferRequest
+from tierserve.engine.request import Decision, InferRequest
 from tierserve.errors import ModelNotFound, TierserveError
 from tierserve.grpc_api import messages, tensors
 from tierserve.grpc_api.tensors import parameter_value
@@ -119,18 +119,24 @@ class InferenceService:
         work: Callable[[Identity | None], Awaitable[Any]],
         model: str | None = None,
         version: str | None = None,
+        decided: Callable[[], Decision | None] | None = None,
     ) -> Any:
         """Run ``work`` as the REST guard runs a route: authenticate, authorise, count the rate and
-        the concurrency slots, audit inference; raises TierserveError (or the work's own error)."""
+        the concurrency slots, audit inference (with what ``decided`` says the engine decided for
+        it); raises TierserveError (or the work's own error)."""
         role = ROLES[rpc]
         guard = self.security.guard
         if role.role is None or not guard.enabled:
             return await work(None)
         async with self.security.call(model=model, version=version or None) as note:
-            identity = await role.check(guard, metadata.get("authorization"), metadata.get("x-api-key"), note)
-            result = await work(identity)
-            note.status = 200
-            return result
+            try:
+                authorization, api_key = metadata.get("authorization"), metadata.get("x-api-key")
+                identity = await role.check(guard, authorization, api_key, note)
+                result = await work(identity)
+                note.status = 200
+                return result
+            finally:
+                note.decision = decided() if decided is not None else None
 
     async def _unary(
         self,
@@ -235,9 +241,12 @@ class InferenceService:
     # -- inference --------------------------------------------------------------------------------
 
     async def _infer(self, rpc: str, request: Any, metadata: dict[str, str]) -> Any:
+        decoded: InferRequest | None = None
+
         async def work(identity: Identity | None) -> Any:
+            nonlocal decoded
             deployment = self.engine.deployment(request.model_name, request.model_version or None)
-            decoded: InferRequest = tensors.decode_request(request)
+            decoded = tensors.decode_request(request)
             decoded.tier = metadata.get("x-tier")
             apply_identity_tier(identity, decoded)
             decoded.tenant = identity.tenant if identity is not None else ""  # cache answers stay in a tenant
@@ -251,7 +260,10 @@ class InferenceService:
             )
             return tensors.encode_response(response)
 
-        return await self._guarded(rpc, metadata, work, request.model_name, request.model_version)
+        def decided() -> Decision | None:
+            return decoded.decision if decoded is not None else None
+
+        return await self._guarded(rpc, metadata, work, request.model_name, request.model_version, decided)
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:

@@ -4,13 +4,14 @@ so that text takes the same tiers, scheduler, routing, cache and statistics as V
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tierserve.engine.engine import Engine
-from tierserve.engine.request import InferRequest, InputTensor, RequestedOutput
+from tierserve.engine.request import Decision, InferRequest, InputTensor, RequestedOutput
 from tierserve.errors import InferenceFailed
 from tierserve.retrieval.textmodels import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, TextModel
 from tierserve.retrieval.tokenizer import pad
@@ -25,6 +26,7 @@ class TierHint:
     parameters: dict[str, Any] = field(default_factory=dict)
     tenant: str = ""  # scopes result-cache entries, as on V2
     key_tier: str | None = None
+    decided: Callable[[Decision], None] | None = None  # told what the engine decided for each chunk
 
 
 async def run_rows(
@@ -78,6 +80,8 @@ async def _run_chunk(
         tenant=hint.tenant,
     )
     response = await engine.infer(model.deployment, request)
+    if hint.decided is not None and response.decision is not None:
+        hint.decided(response.decision)
     (output,) = response.outputs
     array = np.asarray(output.array, dtype=np.float32)
     if array.shape[0] != len(rows):

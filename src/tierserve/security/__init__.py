@@ -16,7 +16,6 @@ Runtime (state of a running server):
   ``audit_log``      the bounded queue that writes audit records in batches
   ``key_admin``      making and revoking keys in the store
   ``usage``          budget usage synchronised through the store
-  ``noting``         how the engine's decisions reach the audit record
   ``service``        one server's ``SecurityService``: all of the above, opened and closed with the app
 
 Storage:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from tierserve.engine.request import Decision
 from tierserve.errors import Forbidden, RateLimited, Unauthorized
 from tierserve.security.identity import Identity
 from tierserve.security.keys import KEY_PREFIX, KeyRecord, hash_key
@@ -41,17 +42,14 @@ def auth_required(*, loopback: bool, insecure: bool, keys: int, tokens: bool) ->
 @dataclass(slots=True)
 class RequestNote:
     """What one request's security needs after its handler: the slots to give back, and what its
-    inference audit record says (the engine fills in model, version, tier, pool and cost)."""
+    inference audit record says (``decision``: what the engine decided, copied by the route from
+    the request it served; see ``access.note_decision``)."""
 
     started_ns: int
     identity: Identity | None = None
     action: str | None = None  # an inference to audit
     slots: list[tuple[str, object]] = field(default_factory=list)
-    model: str | None = None
-    version: str | None = None
-    tier: str | None = None
-    pool: str | None = None
-    cost: float | None = None
+    decision: Decision | None = None
     status: int = 500  # the answer's status, set by whoever answers
 
 

@@ -27,7 +27,6 @@ from tierserve.security.guard import Guard, RequestNote, is_loopback
 from tierserve.security.identity import Identity
 from tierserve.security.key_admin import create_key, revoke_key
 from tierserve.security.keys import KeyRecord, KeySpec
-from tierserve.security.noting import current_note
 from tierserve.security.rate_limiter import RedisLimiter, open_limiter
 from tierserve.security.rates import parse_tenant_limits
 from tierserve.security.store import SecurityStore, open_security_store
@@ -173,10 +172,11 @@ class SecurityService:
     async def call(
         self, *, model: str | None = None, version: str | None = None
     ) -> AsyncIterator[RequestNote]:
-        """One guarded call: the note that its check and the engine fill in. The caller sets
-        ``note.status`` when it answers (an exception's own status otherwise); on the way out the
-        call's concurrency slots go back and its inference audit record is queued (``model`` and
-        ``version``: what the call named, for when the engine noted nothing). Example::
+        """One guarded call: the note that its check fills in. The caller sets ``note.status``
+        when it answers (an exception's own status otherwise) and ``note.decision`` to what the
+        engine decided for it (``InferRequest.decision``); on the way out the call's concurrency
+        slots go back and its inference audit record is queued (``model`` and ``version``: what the
+        call named, for when no decision was handed over). Example::
 
             async with security.call(model=name) as note:
                 identity = await access.check(guard, authorization, api_key, note)
@@ -184,14 +184,12 @@ class SecurityService:
                 note.status = 200
         """
         note = RequestNote(time.perf_counter_ns())
-        token = current_note.set(note)
         try:
             yield note
         except Exception as exc:
             note.status = getattr(exc, "status_code", 500)
             raise
         finally:
-            current_note.reset(token)
             await self._finish(note, model=model, version=version)
 
     async def _finish(
@@ -202,6 +200,7 @@ class SecurityService:
         identity = note.identity
         if note.action is None or identity is None:
             return
+        decision = note.decision
         self.audit.record(
             AuditRecord(
                 at=self._clock(),
@@ -210,12 +209,12 @@ class SecurityService:
                 key_id=identity.key_id,
                 tenant=identity.tenant,
                 status=note.status,
-                model=note.model or model,
-                version=note.version or version,
-                tier=note.tier,
+                model=decision.model if decision else model,
+                version=str(decision.version) if decision else version,
+                tier=decision.tier if decision else None,
                 latency_ms=round((time.perf_counter_ns() - note.started_ns) / 1e6, 3),
-                pool=note.pool,
-                cost=note.cost,
+                pool=decision.pool if decision else None,
+                cost=decision.cost if decision else None,
             )
         )
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Depends
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tierserve.engine.request import InferRequest
+from tierserve.engine.request import Decision, InferRequest
 from tierserve.errors import TierserveError
 from tierserve.security.audit_records import admin_record
 from tierserve.security.guard import Guard, RequestNote
@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 
 IDENTITY = "tierserve.identity"  # request.scope keys
 NOTE = "tierserve.note"
+
+
+def note_decision(request: Request, decision: Decision | None) -> None:
+    """Hand what the engine decided for this request (``InferRequest.decision``) to its inference
+    audit record (a no-op while authentication is off). Several engine requests behind one call (an
+    embeddings request in chunks) add up: their costs are summed, the last pool is kept."""
+    note: RequestNote | None = request.scope.get(NOTE)
+    if note is None or decision is None:
+        return
+    before = note.decision
+    if before is not None and before.cost is not None and decision.cost is not None:
+        decision = replace(decision, cost=before.cost + decision.cost)
+    note.decision = decision
 
 
 class Access:
