@@ -87,7 +87,13 @@ class DataPlane:
     async def infer(
         self, deployment: Deployment, request: InferRequest, *, cached: bool = True, pinned: bool = True
     ) -> InferResponse:
-        """See ``Engine.infer``."""
+        """Validate ``request``, route it to a pool by tier and cost, await its outputs (retrying on
+        another pool if a batch fails there while the deadline allows). A request that names no
+        version (``pinned`` False) goes where the model's rollout sends it; the deployment it runs on
+        is not unloaded before it is answered. With a result cache installed, it answers first (and
+        calls back here with ``cached=False`` on a miss). The deadline counts from
+        ``request.arrival`` (on ``clock``; now when unset). The response carries what was decided
+        (``decision``: version, tier, pool, cost); ``request.decision`` holds it too, also on failure."""
         if request.arrival is None:
             request.arrival = self.clock()
         deployment, shadow = self._enter(deployment, request, pinned)
@@ -192,7 +198,10 @@ class DataPlane:
         arrival: float,
         decided: Callable[[Decision], None] | None = None,
     ) -> None:
-        """See ``Engine.admit_early``."""
+        """Cheap rejection, before the body is decoded: raise Unavailable when a request whose body
+        names no tier, with this ``X-Tier`` header and key, arriving at ``arrival`` could not be
+        admitted even with one row (``decided`` is told the version and tier it was refused for).
+        Service time grows with rows, so a request that fails here fails after decoding too."""
         config = self.registry.config(deployment.name)
         if not self.honour_tiers or self.budgeting.active or config.cache is not None:
             return  # a tenant's budget may demote it to best effort, a cached answer may serve it
