@@ -13,7 +13,7 @@ import pytest
 from jobs import pg
 from tierserve.jobs.job import JobSpec
 from tierserve.jobs.store import JobStore, open_store
-from tierserve.storage import JOBS_FILE as SQLITE_FILE
+from tierserve.storage.database import JOBS_FILE as SQLITE_FILE
 
 pytestmark = pytest.mark.anyio
 

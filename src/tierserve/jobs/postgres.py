@@ -13,11 +13,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from tierserve.errors import InvalidInput
-from tierserve.jobs.group_commit import GroupCommit
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
@@ -29,6 +24,8 @@ from tierserve.jobs.store import (
     list_filter,
     summary_from_rows,
 )
+from tierserve.storage.group_commit import GroupCommit
+from tierserve.storage.postgres import PostgresPool
 
 _SCHEMA_LOCK = 0x7469657273657276  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -88,26 +85,13 @@ _PURGE_CHUNK = 1000
 class PostgresJobStore:
     def __init__(self, conninfo: str, *, max_connections: int = 8) -> None:
         self.conninfo = conninfo
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True},
-            open=False,
-            name="tierserve-jobs",
-        )
+        self.max_connections = max_connections
+        schema = [statement for statement in _SCHEMA.split(";") if statement.strip()]
+        self._pool = PostgresPool(conninfo, "job database", schema, _SCHEMA_LOCK, share=max_connections)
         self._submits = GroupCommit(self._submit_batch)
 
     async def open(self) -> None:
-        try:
-            await self._pool.open(wait=True, timeout=15.0)
-        except psycopg.Error as exc:
-            await self._pool.close()
-            raise InvalidInput(f"cannot connect to the job database: {exc}") from exc
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                await conn.execute(statement)
+        await self._pool.open()
 
     async def close(self) -> None:
         await self._pool.close()

@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tierserve.errors import InvalidInput
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.rows import SUMMARY_COLUMNS, WITH_BODY, WITH_RESULT, job_from_row
 from tierserve.jobs.states import Decision, JobStatus
@@ -38,7 +37,8 @@ from tierserve.jobs.store import (
     list_filter,
     summary_from_rows,
 )
-from tierserve.sqlite_files import check_before_open, claim
+from tierserve.storage.group_commit import GroupCommit
+from tierserve.storage.sqlite import connect, in_transaction
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class SqliteJobStore:
         self._side: ThreadPoolExecutor | None = None  # listings and checkpoints
         self._side_db: sqlite3.Connection | None = None
         self._checkpoints: asyncio.Task[None] | None = None
-        self._pending: list[tuple[JobSpec, float, asyncio.Future[tuple[Job, bool]]]] = []
+        self._submits = GroupCommit(self._submit_batch)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -123,9 +123,8 @@ class SqliteJobStore:
         return self._db
 
     async def open(self) -> None:
-        check_before_open(self.path, "job database")  # missing or emptied: fail, never start empty
-        self._db = self._connect()
-        claim(self._db, self.path, "job database")  # corrupt, or another store: fail with the reason
+        # Missing, emptied, corrupt or another store's: fail with the reason, never start empty.
+        self._db = connect(self.path, "job database", busy_timeout_s=BUSY_TIMEOUT_S, identity=True)
         self._db.execute("PRAGMA wal_autocheckpoint = 0")  # the side thread checkpoints instead
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
@@ -138,20 +137,8 @@ class SqliteJobStore:
         await self._on_side(self._open_side)
         self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="jobs-sqlite-checkpoint")
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
-            )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-        except (OSError, sqlite3.Error) as exc:
-            raise InvalidInput(f"cannot open the job database {self.path}: {exc}") from exc
-        return db
-
     def _open_side(self) -> None:
-        self._side_db = self._connect()
+        self._side_db = connect(self.path, "job database", busy_timeout_s=BUSY_TIMEOUT_S)
 
     async def _on_side(self, fn: Callable[..., T], *args: Any) -> T:
         if self._side is None:
@@ -190,39 +177,19 @@ class SqliteJobStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction (taken at once: no lock upgrade deadlocks)."""
-        db = self._conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            value = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return value
+        return in_transaction(self._conn, fn, immediate=True)
 
     # -- the store -------------------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec, now: float) -> tuple[Job, bool]:
-        future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append((spec, now, future))
-        if len(self._pending) == 1:  # the first of this turn: commit them all at the turn's end
-            asyncio.get_running_loop().call_soon(self._commit_pending)
-        return await future
+        return await self._submits.submit((spec, now))
 
-    def _commit_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        results: Sequence[tuple[Job, bool] | BaseException]
-        try:
-            results = self._write(lambda db: [_attempt(self._submit, spec, now) for spec, now, _ in batch])
-        except Exception as exc:  # every caller hears of it; none is left waiting
-            results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():  # its caller went away; the job is stored all the same
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    async def _submit_batch(
+        self, batch: Sequence[tuple[JobSpec, float]]
+    ) -> list[tuple[Job, bool] | BaseException]:
+        """The jobs accepted in one turn of the event loop, in one transaction, on the loop's thread
+        (no await: nothing else is accepted meanwhile); one bad statement fails its job only."""
+        return self._write(lambda db: [_attempt(self._submit, spec, now) for spec, now in batch])
 
     def _submit(self, spec: JobSpec, now: float) -> tuple[Job, bool]:
         db = self._conn

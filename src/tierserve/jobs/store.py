@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tierserve.jobs.job import Job, JobSpec, JobSummary, Lease, Page
 from tierserve.jobs.states import Decision, JobStatus
-from tierserve.storage import parse_database
+from tierserve.storage.database import parse_database
 
 
 class JobStore(Protocol):

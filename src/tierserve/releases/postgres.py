@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tierserve.releases.store import _INDEX, _TABLE, RolloutStore, Statement
-from tierserve.storage import open_postgres_pool
+from tierserve.storage.postgres import PostgresPool
 
 _SCHEMA_LOCK = 0x74737270726F6C6C  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -17,14 +17,13 @@ class PostgresRolloutStore(RolloutStore):
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self._pool: Any = None
+        self._pool = PostgresPool(conninfo, "rollout database", (_TABLE, _INDEX), _SCHEMA_LOCK)
 
     async def open(self) -> None:
-        self._pool = await open_postgres_pool(self.conninfo, "rollout", (_TABLE, _INDEX), _SCHEMA_LOCK)
+        await self._pool.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pool.close()
 
     async def _transaction(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
         async with self._pool.connection() as conn, conn.transaction():

@@ -20,7 +20,8 @@ import orjson
 
 from tierserve.errors import Conflict
 from tierserve.rollout import Rollout
-from tierserve.storage import SqliteOnThread, parse_database
+from tierserve.storage.database import parse_database
+from tierserve.storage.sqlite import SqliteOnThread, in_transaction
 
 SQLITE_FILE = "rollouts.db"
 
@@ -131,7 +132,7 @@ class SqliteRolloutStore(RolloutStore):
     """On a thread of its own: the event loop never waits on the file."""
 
     def __init__(self, path: Path) -> None:
-        self.db = SqliteOnThread(path, (_TABLE, _INDEX), "rollout")
+        self.db = SqliteOnThread(path, (_TABLE, _INDEX), "rollout database")
 
     async def open(self) -> None:
         await self.db.open()
@@ -143,17 +144,12 @@ class SqliteRolloutStore(RolloutStore):
         return await self.db.run(self._execute, statements)
 
     def _execute(self, statements: Sequence[Statement]) -> tuple[list[tuple[Any, ...]], int]:
-        db = self.db.conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def run(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
             for sql, params in statements:
                 cursor = db.execute(sql, params)
-            rows, count = cursor.fetchall(), cursor.rowcount
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return rows, count
+            return cursor.fetchall(), cursor.rowcount
+
+        return in_transaction(self.db.conn, run, immediate=True)
 
 
 def open_rollout_store(database: str, state_dir: Path) -> RolloutStore:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tierserve.errors import Conflict
+from tierserve.storage.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -77,10 +78,7 @@ class CollectionStore:
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        return db
+        return connect(self.path, "collection database", busy_timeout_s=30.0)
 
     @property
     def _db(self) -> sqlite3.Connection:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from tierserve.security.audit_records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.keys import KeyRecord
 from tierserve.security.store import (
@@ -18,7 +16,7 @@ from tierserve.security.store import (
     key_from_row,
     key_row,
 )
-from tierserve.storage import open_postgres_pool
+from tierserve.storage.postgres import PostgresPool
 
 _SCHEMA_LOCK = 0x7473736563757269  # pg_advisory_xact_lock key: servers starting together create it once
 
@@ -78,16 +76,13 @@ _INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.joi
 class PostgresSecurityStore:
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self._pool: AsyncConnectionPool = AsyncConnectionPool(conninfo, open=False)  # replaced by open()
+        self._pool = PostgresPool(conninfo, "security database", [*_SCHEMA, USAGE_SCHEMA], _SCHEMA_LOCK)
 
     async def open(self) -> None:
-        self._pool = await open_postgres_pool(
-            self.conninfo, "security", [*_SCHEMA, USAGE_SCHEMA], _SCHEMA_LOCK
-        )
+        await self._pool.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pool.close()
 
     async def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:

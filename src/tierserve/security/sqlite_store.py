@@ -1,16 +1,14 @@
-"""Keys and the audit log in SQLite (WAL), on a thread of their own: nothing here runs on the
-event loop, and no request waits on it (keys are served from memory, audit records are queued)."""
+"""Keys and the audit log in SQLite (``tierserve.storage.sqlite``: WAL, fail-closed identity), on a
+thread of their own: nothing here runs on the event loop, and no request waits on it (keys are
+served from memory, audit records are queued)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tierserve.errors import InvalidInput
 from tierserve.security.audit_records import COLUMNS, AuditQuery, AuditRecord, record_from_row, record_row
 from tierserve.security.keys import KeyRecord
 from tierserve.security.store import (
@@ -22,7 +20,7 @@ from tierserve.security.store import (
     key_from_row,
     key_row,
 )
-from tierserve.sqlite_files import check_before_open, claim
+from tierserve.storage.sqlite import SqliteOnThread
 
 T = TypeVar("T")
 
@@ -78,47 +76,21 @@ _INSERT_AUDIT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.joi
 class SqliteSecurityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        # A missing, emptied or corrupt security.db must never mean "no keys, authentication off".
+        self._db = SqliteOnThread(path, (_SCHEMA, USAGE_SCHEMA), "security database", identity=True)
 
     async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="security-sqlite")
-        await self._run(self._open)
-
-    def _open(self) -> None:
-        # A missing, emptied or corrupt security.db must never mean "no keys, authentication off".
-        check_before_open(self.path, "security database")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            claim(db, self.path, "security database")
-            db.executescript(_SCHEMA)
-            db.execute(USAGE_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise InvalidInput(f"cannot open the security database {self.path}: {exc}") from exc
-        self._db = db
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._thread.shutdown(wait=True)
-        self._thread = None
+        await self._db.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._thread is None:
-            raise RuntimeError("the security store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await self._db.run(fn, *args)
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the security store is not open")
-        return self._db
+        return self._db.conn
 
     async def add_key(self, record: KeyRecord, changed_at: float) -> None:
         await self._run(
@@ -160,14 +132,7 @@ class SqliteSecurityStore:
         await self._run(self._add_usage, list(deltas))
 
     def _add_usage(self, rows: list[UsageRowValues]) -> None:
-        db = self._conn
-        db.execute("BEGIN")
-        try:
-            db.executemany(USAGE_ADD.format(p="?"), rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db.transaction(lambda db: db.executemany(USAGE_ADD.format(p="?"), rows))
 
     async def usage(self, since: float) -> list[UsageRowValues]:
         return await self._run(self._usage, since)
@@ -180,29 +145,17 @@ class SqliteSecurityStore:
         await self._run(self._append, [record_row(r) for r in records])
 
     def _append(self, rows: list[tuple[Any, ...]]) -> None:
-        db = self._conn
-        db.execute("BEGIN")
-        try:
-            db.executemany(_INSERT_AUDIT, rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db.transaction(lambda db: db.executemany(_INSERT_AUDIT, rows))
 
     async def purge_audit(self, before: float) -> int:
         return await self._run(self._purge_audit, before)
 
     def _purge_audit(self, before: float) -> int:
-        db = self._conn
-        db.execute("BEGIN")
-        try:
+        def purge(db: sqlite3.Connection) -> int:
             db.execute("INSERT INTO audit_retention (before) VALUES (?)", (before,))
-            deleted = db.execute("DELETE FROM audit_log WHERE at < ?", (before,)).rowcount
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return int(deleted)
+            return int(db.execute("DELETE FROM audit_log WHERE at < ?", (before,)).rowcount)
+
+        return self._db.transaction(purge)
 
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         where, params = query.where("?")

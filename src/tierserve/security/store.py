@@ -18,7 +18,7 @@ from tierserve.security.audit_records import AuditQuery, AuditRecord
 from tierserve.security.keys import KeyRecord
 from tierserve.security.rates import Limits
 from tierserve.security.roles import Role
-from tierserve.storage import parse_database
+from tierserve.storage.database import parse_database
 
 SQLITE_FILE = "security.db"
 

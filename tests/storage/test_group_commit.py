@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tierserve.jobs.group_commit import GroupCommit
+from tierserve.storage.group_commit import GroupCommit
 
 pytestmark = pytest.mark.anyio
 

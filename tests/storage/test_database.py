@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tierserve.errors import InvalidInput
-from tierserve.storage import parse_database
+from tierserve.storage.database import parse_database
 
 
 def test_empty_means_sqlite_files_in_the_state_directory(tmp_path: Path) -> None:
