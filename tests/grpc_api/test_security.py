@@ -102,6 +102,8 @@ def test_credentials_roles_and_the_keys_default_tier(secured: Secured) -> None:
 
             record = wait_for(audited, what="the gRPC inference's audit record")[0]
             assert record["key_id"] == keys["user"].id and record["tier"] == "bronze"
+            # what the engine decided, handed to the record (not noted on the side)
+            assert (record["version"], record["pool"]) == ("1", "cpu") and record["cost"] is not None
 
 
 def test_a_keys_rate_limit_answers_resource_exhausted(secured: Secured) -> None:

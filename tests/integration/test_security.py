@@ -343,16 +343,25 @@ def test_the_keys_tier_is_the_default_and_inference_is_audited(
         == 200
     )
     assert_json_error(http.post("/v2/models/simple/infer", content=b"{", headers=acme.headers), 400)
+    wrong_shape = {
+        "inputs": [
+            {"name": n, "datatype": "INT32", "shape": [1, 3], "data": [1, 2, 3]} for n in ("INPUT0", "INPUT1")
+        ]
+    }
+    bronze = {**acme.headers, "X-Tier": "bronze"}
+    assert_json_error(http.post("/v2/models/simple/infer", json=wrong_shape, headers=bronze), 400)
 
     def records() -> list[dict[str, Any]] | None:
         found = audit(http, admin, tenant="acme", action="infer", limit=1000)
         found = [r for r in found if r["key_id"] == acme.id]
-        return found if len(found) >= 4 else None
+        return found if len(found) >= 5 else None
 
-    found = wait_for(records, what="four inference audit records")
-    assert [r["tier"] for r in found[1:]] == ["silver", "bronze", "gold"]  # newest first
-    assert found[0]["status"] == 400
-    for record in found[1:]:
+    found = wait_for(records, what="five inference audit records")
+    assert [r["tier"] for r in found[2:]] == ["silver", "bronze", "gold"]  # newest first
+    # Refused by the engine (its shape): the tier it was decided for, no pool ran it.
+    assert (found[0]["status"], found[0]["tier"], found[0]["pool"]) == (400, "bronze", None)
+    assert (found[1]["status"], found[1]["tier"]) == (400, None)  # not even JSON: nothing was decided
+    for record in found[2:]:
         assert record["kind"] == "inference" and record["key_id"] == acme.id and record["status"] == 200
         assert (record["model"], record["version"], record["pool"]) == ("simple", "1", "cpu")
         assert record["latency_ms"] > 0 and record["cost"] is not None
