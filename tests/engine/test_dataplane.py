@@ -17,7 +17,7 @@ from tierserve.engine.dataplane import DataPlane
 from tierserve.engine.pools import PoolKind, PoolSpec
 from tierserve.engine.registry import ModelRegistry
 from tierserve.engine.request import Decision, InferRequest, InputTensor
-from tierserve.errors import InvalidInput
+from tierserve.errors import InvalidInput, Unavailable
 from tierserve.examples.basic import build_simple
 from tierserve.observability.metrics import Metrics
 from tierserve.repository.repository import ModelRepository
@@ -76,3 +76,14 @@ def test_a_cached_answer_is_decided_without_a_pool(plane: DataPlane) -> None:
     deployment = plane.registry.deployment("m")
     choice = plane.choose_tier("m", _request(tier="silver"))
     assert plane.record_cached(deployment, choice, 1_000) == Decision("m", 1, "silver")
+
+
+def test_an_early_rejection_says_which_tier_was_refused(plane: DataPlane) -> None:
+    # A tier no pool can meet (a microsecond): refused before the body is read, and the caller's
+    # audit record is told the version and tier it was refused for.
+    tiers = TierTable.from_config({"tiers": [{"name": "now", "target_ms": 0.001, "priority": 0}]})
+    strict = DataPlane(plane.registry, plane.metrics, tiers, Budgeting(BudgetBook()))
+    decided: list[Decision] = []
+    with pytest.raises(Unavailable):
+        strict.admit_early(plane.registry.deployment("m"), "now", None, strict.clock(), decided.append)
+    assert decided == [Decision("m", 1, "now")]
