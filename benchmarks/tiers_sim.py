@@ -3,7 +3,7 @@ admission, batching and routing (``tierserve.scheduler``) in virtual time.
 
 Run::
 
-    .venv/bin/python benchmarks/tiers_sim.py [--replicas 16 256] [--levels 0.5 1 1.5 2] [--duration 20]
+    .venv/bin/python benchmarks/tiers_sim.py [--replicas 16 256] [--levels 0.5 1 1.5 2] [--duration 20] [--slowdown 1.6]
 
 For each fleet size, a fixed pool of replicas with the measured CPU profile of the example sentence
 encoder (``deploy/sim/profiles/cpu-minilm.json``), capacity = replicas x the best rows/s of the
@@ -17,6 +17,7 @@ Figures, not pass/fail; virtual time, so the machine's load does not move them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -61,11 +62,30 @@ def main() -> int:
     parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
     parser.add_argument("--duration", type=float, default=20.0, help="virtual seconds of arrivals")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        help="multiply the profile's batch times (e.g. 1.6 to mimic a slower or busier processor)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tiers-sim.json"))
     args = parser.parse_args()
-    profile = load_profile(PROFILE).batches
+    profile = {
+        rows: dataclasses.replace(
+            t,
+            mean_ms=t.mean_ms * args.slowdown,
+            p50_ms=t.p50_ms * args.slowdown,
+            p95_ms=t.p95_ms * args.slowdown,
+            std_ms=t.std_ms * args.slowdown,
+        )
+        for rows, t in load_profile(PROFILE).batches.items()
+    }
     per_replica = max(rows / (t.mean_ms / 1000) for rows, t in profile.items())
-    results: dict[str, Any] = {"profile": str(PROFILE), "per_replica_per_s": round(per_replica, 1)}
+    results: dict[str, Any] = {
+        "profile": str(PROFILE),
+        "slowdown": args.slowdown,
+        "per_replica_per_s": round(per_replica, 1),
+    }
     for replicas in args.replicas:
         spec = SimPoolSpec("cpu", profile, replicas=replicas, min_replicas=replicas, max_replicas=replicas)
         capacity = replicas * per_replica

@@ -84,10 +84,10 @@ def test_a_batch_headed_by_gold_is_split_over_the_replicas_freeing_up_next() -> 
     q = queue()
     for i in range(10):
         q.push(req(f"g{i}", GOLD), now=0.0)
-    # Another replica is idle: no cut for the invariant, but gold's batch ends within half the slack
-    # (35 / 2 ms: 2 rows), so the next replica takes the next gold rather than all of it waiting.
-    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g0", "g1"]
-    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g2", "g3"]
+    # Another replica is idle: no cut for the invariant, but gold's batch ends within its slack
+    # (35 ms: 6 rows), so the next replica takes the next gold rather than all of it waiting.
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == [f"g{i}" for i in range(6)]
+    assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g6", "g7", "g8", "g9"]
 
 
 def test_a_batch_headed_by_silver_stays_full_while_gold_is_covered() -> None:
@@ -99,33 +99,57 @@ def test_a_batch_headed_by_silver_stays_full_while_gold_is_covered() -> None:
     assert len(names(q.next_batch(0.0, IDLE_OTHER))) == 16  # only gold's own batches are split
 
 
-def test_one_replica_cuts_batches_to_golds_slack_while_gold_is_active_and_not_after() -> None:
+def test_one_replica_cuts_batches_to_golds_wait_bound_while_gold_is_active_and_not_after() -> None:
     q = queue(activity_window_s=2.0)
     q.push(req("g", GOLD, arrival=0.0), now=0.0)
     assert names(q.next_batch(0.0)) == ["g"]
-    # Slack: 50 ms budget - 10% routing margin - 10 ms for gold's own row = 35 ms, i.e. 6 rows.
+    # Slack: 50 ms budget - 10% routing margin - 10 ms for gold's own row = 35 ms; the wait bound
+    # leaves room for one more gold row ahead: 25 ms, i.e. 4 rows.
     assert q.slack_s(0.1) == pytest.approx(0.035)
+    assert q.wait_s(0.1) == pytest.approx(0.025)
     for i in range(20):
         q.push(req(f"b{i}", BRONZE, arrival=0.1), now=0.1)
-    assert q.batch_rows_cap(0.1) == 6
-    assert len(names(q.next_batch(0.1))) == 6
+    assert q.batch_rows_cap(0.1) == 4
+    assert len(names(q.next_batch(0.1))) == 4
     assert q.slack_s(3.0) is None and q.batch_rows_cap(3.0) == 16  # no gold for longer than the window
-    assert len(names(q.next_batch(3.0))) == 14
+    assert len(names(q.next_batch(3.0))) == 16
     assert (q.counts.batches, q.counts.cut) == (3, 2)
 
 
-def test_a_replica_runs_a_full_batch_when_another_frees_up_within_golds_slack() -> None:
+def test_a_replica_runs_a_full_batch_when_another_frees_up_within_golds_wait_bound() -> None:
     q = queue()
     q.push(req("g", GOLD, arrival=0.0), now=0.0)
     for i in range(40):
         q.push(req(f"b{i}", BRONZE), now=0.0)
-    assert q.batch_rows_cap(0.0, [0.030]) == 16  # the other replica ends in 30 ms <= 35 ms of slack
-    assert q.batch_rows_cap(0.0, [0.036, 0.020]) == 16
-    # None does: this batch must end within the slack (6 rows, 35 ms)...
-    assert q.batch_rows_cap(0.0, [0.090, 0.5]) == 6
-    # ... and early enough that once the other is within the slack, this replica can start a full
-    # batch (85 ms) that ends within the slack of the other's end: 70 + 35 - 85 = 20 ms, 3 rows.
-    assert q.batch_rows_cap(0.0, [0.070]) == 3
+    assert q.batch_rows_cap(0.0, [0.020]) == 16  # the other replica ends in 20 ms <= 25 ms bound
+    assert q.batch_rows_cap(0.0, [0.036, 0.025]) == 16
+    assert q.batch_rows_cap(0.0, [-math.inf]) == 16  # one is idle
+    # None does: this batch must end within the bound (4 rows, 25 ms), however long the others run:
+    # a cut never shrinks below that (an earlier version cut to 1 row when full batches were long).
+    assert q.batch_rows_cap(0.0, [0.026]) == 4
+    assert q.batch_rows_cap(0.0, [0.090, 0.5]) == 4
+    assert q.batch_rows_cap(0.0, [5.0]) == 4
+
+
+def test_two_replicas_alternate_full_and_cut_batches_and_gold_always_finds_one_within_the_bound() -> None:
+    q = queue(capacity=1000)
+    q.push(req("g", GOLD), now=0.0)
+    assert names(q.next_batch(0.0)) == ["g"]
+    for i in range(200):
+        q.push(req(f"b{i}", BRONZE), now=0.0)
+    free = [0.0, 0.0]  # when each replica frees up
+    sizes: list[int] = []
+    now = 0.0
+    while now < 0.5:
+        r = min(range(2), key=lambda i: free[i])
+        now = free[r]
+        step = q.next_batch(now, [free[1 - r]])
+        assert step.batch is not None
+        sizes.append(step.batch.rows)
+        free[r] = now + LINEAR.predict(step.batch.rows)
+        # The invariant: from now until the next decision, some replica frees up within 25 ms.
+        assert min(free) - now <= 0.025 + 1e-9 or max(free) - now <= 0.025 + 1e-9
+    assert 16 in sizes and 4 in sizes and set(sizes) <= {4, 16}
 
 
 def test_request_that_can_no_longer_make_its_deadline_is_dropped_not_run() -> None:
@@ -197,7 +221,7 @@ def test_depth_by_priority_counts_live_requests() -> None:
 
 # Per-row cost falls with the batch (most of a small batch is fixed cost), as on the example models.
 FLEET = estimator({1: 5, 8: 12, 16: 22, 32: 40})
-GOLD_BUDGET_MS = 30.0  # slack: 27 - 5 = 22 ms, so a cut batch holds 16 rows; a full one 32 (40 ms)
+GOLD_BUDGET_MS = 30.0  # slack: 27 - 5 = 22 ms; wait bound 22 - 5 = 17 ms: a cut batch holds 11 rows
 
 
 @dataclass
@@ -206,6 +230,7 @@ class FleetRun:
     gold_waits: list[float]  # seconds from a gold request's arrival to the start of its batch
     dropped: int
     slack: float
+    wait: float
 
 
 def run_fleet(replicas: int, seconds: float = 2.0) -> FleetRun:
@@ -218,7 +243,7 @@ def run_fleet(replicas: int, seconds: float = 2.0) -> FleetRun:
         [(i * bronze_every, BRONZE) for i in range(int(seconds / bronze_every))]
         + [(0.0031 + i * 0.050, GOLD) for i in range(int(seconds / 0.050))]
     )
-    run = FleetRun([], [], 0, 0.0)
+    run = FleetRun([], [], 0, 0.0, 0.0)
     arrived: dict[str, float] = {}
     k, now = 0, 0.0
     while now < seconds:
@@ -243,22 +268,23 @@ def run_fleet(replicas: int, seconds: float = 2.0) -> FleetRun:
         upcoming = [t for t in free if t > now] + ([arrivals[k][0]] if k < len(arrivals) else [])
         now = min(upcoming)
     run.slack = q.slack_s(now) or 0.0
+    run.wait = q.wait_s(now) or 0.0
     return run
 
 
 @pytest.mark.parametrize("replicas", [1, 2, 16, 64])
 def test_gold_waits_within_its_slack_on_any_fleet_and_larger_fleets_run_full_batches(replicas: int) -> None:
     run = run_fleet(replicas)
-    assert run.slack == pytest.approx(0.022)
+    assert run.slack == pytest.approx(0.022) and run.wait == pytest.approx(0.017)
     assert run.dropped == 0 and len(run.gold_waits) == 40
-    # A replica that starts a batch ends it, or another replica frees, within the slack; gold then
-    # waits at most that long (plus the 0.1 ms between a gold arrival and the next event here).
-    assert max(run.gold_waits) <= run.slack + 1e-3
+    # A replica that starts a batch ends it, or another replica frees, within the wait bound; gold
+    # then waits at most that long (plus the 0.1 ms between a gold arrival and the next event here).
+    assert max(run.gold_waits) <= run.wait + 1e-3
     full = sum(rows == 32 for rows in run.batches) / len(run.batches)
     if replicas == 1:
-        # One replica: every batch is cut to the slack while gold is active (a batch with gold in it, to
-        # what still meets gold's deadline).
-        assert 12 <= max(run.batches) <= 16 and full == 0
+        # One replica: every batch is cut to the wait bound while gold is active (a batch with gold in
+        # it, to what still meets gold's deadline).
+        assert 9 <= max(run.batches) <= 11 and full == 0
     else:
         # Two replicas: the batches that carry gold are sized to its deadline and upset the stagger now
         # and then; with more replicas another one nearly always covers gold.

@@ -11,35 +11,45 @@ arrival. A batch starts from the head and takes the following requests that shar
 
 **The cap: work-conserving, per replica.** A request of a deadline tier (gold) that arrives while
 every replica is busy waits for the first replica to free up. So what must hold at every instant
-is one invariant over the replicas, not a limit on every batch: *some replica frees up within the
-tightest active tier's slack* (its budget, less the routing margin, less its own one-row service
-time). A replica about to start a batch checks the others (``others_free_at``): if one of them is
-idle or frees up within the slack, the invariant already holds and this replica runs a full,
-throughput-sized batch (``max_batch_size``); only when none does is this batch cut to what ends
-within the slack. The consequences, by fleet size:
+is one invariant over the replicas, not a limit on every batch: *some replica frees up within
+gold's wait bound*. The bound is the tightest active tier's slack (its budget, less the routing
+margin, less its own one-row service time) less one more row: room for one other gold request
+queued ahead, so that a gold request arriving at the worst instant is still admitted rather than
+rejected on a prediction that lands exactly on its deadline. A replica about to start a batch
+checks the others (``others_free_at``): if one of them is idle or frees up within the bound, the
+invariant already holds and this replica runs a full, throughput-sized batch (``max_batch_size``);
+only when none does is this batch cut to what ends within the bound. The consequences, by fleet
+size:
 
-* 1 replica: every batch is cut to the slack while a deadline tier is active, as it must be (a gold
-  request arriving just after a batch starts waits for all of it). The slack is the whole budget
-  less margin and one row, not a fixed share of it, so the cut batch is as large as gold allows.
-* 2 replicas: the cut batches stagger the two replicas' end times; once one replica's end falls
-  within the slack of the other's start, both run full batches.
+* 1 replica: every batch is cut to the bound while a deadline tier is active, as it must be (a gold
+  request arriving just after a batch starts waits for all of it).
+* 2 replicas: the roles alternate. While one replica runs a full batch, the other runs batches cut
+  to the bound (it is the one gold finds free); once the full batch comes within the bound of its
+  end, the other may start a full batch in turn.
 * many replicas: ends are spread over time, so nearly every batch is full; capacity given up for
   gold is close to nothing.
 
-A batch *headed* by the tightest deadline tier (gold), while other replicas cover the slack, ends
-within half its slack: a burst of gold is split over the replicas that free up next instead of
-queueing into one long batch that ends at gold's deadline (with 16 simulated replicas at 2x load
-this took gold from 7% rejected to none). Those batches are a little less efficient per row, and
-only gold heads them. ``predict_finish`` assumes the same batch sizes, so admission predicts what
-will run.
+A batch *headed* by the tightest deadline tier (gold), while other replicas cover the bound, ends
+within gold's slack: a burst of gold is split over the replicas that free up next instead of
+queueing into one long batch that ends at gold's deadline (without this cut, 16 simulated replicas
+at 2x load rejected 15% of gold instead of none). Its batch is further limited by what its members'
+deadlines allow (``_collect``). ``predict_finish`` assumes the same batch sizes, so admission
+predicts what will run.
 
-Why this rule and not the alternatives: the first version capped *every* batch on every replica at
-40% of gold's budget while gold was active; with 2 replicas that ran the model at 4-8 rows a batch
-(most of the cost per row is per-batch Python and hand-offs, not ONNX Runtime) and served a fifth
-less than FIFO at capacity. Setting capacity aside per tier from the arrival mix needs a forecast
-and wastes the reserve when gold is quiet; fixed staggering ignores the varying batch times. The
-invariant is checked from what is known at the decision (the other replicas' predicted ends), costs
-O(replicas) per batch, and gives up capacity only when no other replica covers gold.
+Why this rule and not the alternatives (figures: ``benchmarks/tiers_sim.py --slowdown 1.6``, the
+example encoder's profile slowed to this machine's speed, and ``benchmarks/tiers.py`` live): the
+first version capped *every* batch on every replica at 40% of gold's budget while gold was active,
+and served a fifth less than FIFO at capacity. The second cut a batch, when no other replica
+covered the slack, to end early enough for a *full* batch started later to stagger with it; when a
+full batch lasts longer than twice the slack (MiniLM: 190 ms against 36 ms) that limit is below one
+row, so live batches shrank to one row (mean 2.5 vs FIFO's 8-10; 0.85 of FIFO's throughput), and
+gold-headed batches cut to half the slack made gold's batches one row too. Spreading the admission
+prediction over the replicas freeing up next admitted more silver at 16 replicas but collapsed under
+2x overload (admitted work near its deadline forced one-row batches: 0.83 of capacity instead of
+0.95). Setting capacity aside per tier from the arrival mix needs a forecast and wastes the reserve
+when gold is quiet. The invariant is checked from what is known at the decision (the other
+replicas' predicted ends), costs O(replicas) per batch, and gives up capacity only when no other
+replica covers gold.
 
 A request that can no longer make its deadline (``now`` + its predicted service time is past it)
 and whose tier rejects late work is dropped, never run late: ``Step.dropped`` hands it back to be
@@ -214,19 +224,26 @@ class BatchQueue(Generic[T]):
     def batch_rows_cap(self, now: float, others_free_at: Iterable[float] = ()) -> int:
         """The most rows a batch started now may take, given when the *other* replicas free up
         (``-inf`` or ``now``: idle). See the module docstring: full unless no other replica frees up
-        within the tightest active deadline tier's slack."""
+        within gold's wait bound (``wait_s``), else what ends within it."""
         if not self.batching:
             return 1
         slack = self.slack_s(now)
         if slack is None or not self.estimator.known:
             return self.max_batch_size
+        wait = self._wait_s(slack)
         soonest = min(others_free_at, default=math.inf)
-        if soonest <= now + slack:
+        if soonest <= now + wait:
             return self.max_batch_size
-        # Cut: end within the slack, and early enough that a full batch started once another replica
-        # comes within the slack still leaves that replica within the slack of it (the two stagger).
-        limit = min(slack, soonest + slack - self.estimator.predict(self.max_batch_size) - now)
-        return self._cut_rows(limit)
+        return self._cut_rows(wait)
+
+    def wait_s(self, now: float) -> float | None:
+        """Gold's wait bound: how soon some replica must always free up while the tightest deadline
+        tier is active (its slack less one more row's service time); None when no such tier is."""
+        slack = self.slack_s(now)
+        return None if slack is None else self._wait_s(slack)
+
+    def _wait_s(self, slack: float) -> float:
+        return max(0.0, slack - self.estimator.predict(1))
 
     def slack_s(self, now: float) -> float | None:
         """How long the tightest deadline tier active in the last ``activity_window_s`` may wait for a
@@ -315,10 +332,10 @@ class BatchQueue(Generic[T]):
 
     def _deadline_rows(self, head: Pending[Any], now: float, cap: int) -> int:
         """Rows of a batch headed by the tightest active deadline tier (gold) while other replicas
-        cover the slack: what ends within half its slack (budget less margin and one row), so that a
-        burst of gold is split over the replicas freeing up next rather than queued into one long
-        batch that ends at its deadline. Other tiers' batches stay full: cutting silver's too cost
-        a tenth of the throughput at 2x in the simulator (its batches shrank to a few rows)."""
+        cover the wait bound: what ends within gold's slack, so that a burst of gold is split over the
+        replicas freeing up next rather than queued into one long batch that ends at its deadline.
+        Other tiers' batches stay full: cutting silver's too cost a tenth of the throughput at 2x in
+        the simulator (its batches shrank to a few rows)."""
         tightest = self.slack_s(now)
         if tightest is None or not self.estimator.known:
             return cap
@@ -326,7 +343,7 @@ class BatchQueue(Generic[T]):
         own = budget * (1 - self.margin_share) - self.estimator.predict(1)
         if own <= 0 or own > tightest + 1e-9:
             return cap  # not the tightest tier: its batches need not end early for gold's sake
-        return min(cap, self._cut_rows(own / 2))
+        return min(cap, self._cut_rows(own))
 
     def _cut_rows(self, seconds: float) -> int:
         key = (seconds, self.estimator.version)
