@@ -21,8 +21,11 @@ class _Point:
 
 
 class ServiceTimeEstimator:
-    def __init__(self, *, alpha: float = 0.125, beta: float = 0.25, margin: float = 2.0) -> None:
+    def __init__(
+        self, *, alpha: float = 0.125, beta: float = 0.25, margin: float = 2.0, clip: float = 4.0
+    ) -> None:
         self.alpha = alpha
+        self.clip = clip
         self.beta = beta
         self.margin = margin
         self._points: dict[int, _Point] = {}
@@ -43,8 +46,17 @@ class ServiceTimeEstimator:
             self._points[rows] = _Point(seconds, dev)
             bisect.insort(self._sizes, rows)
             return
-        point.dev += self.beta * (abs(seconds - point.mean) - point.dev)
-        point.mean += self.alpha * (seconds - point.mean)
+        # One stall (a thread descheduled on a busy host, a GIL convoy) can take ten times the usual
+        # time. Unclipped, it multiplied this size's spread, and since a size is only re-estimated
+        # when a batch of that size runs again, one 100 ms sample of a one-row batch made every gold
+        # request look late for seconds (seen live: predict(1) stuck at 50 ms for a 13 ms batch). A
+        # residual beyond ``clip`` deviations counts as ``clip`` deviations: one outlier moves the
+        # estimate a bounded step, while a real slowdown (every sample slow) still widens the spread
+        # geometrically and the mean follows within a few batches.
+        limit = self.clip * max(point.dev, point.mean / 8)
+        residual = max(-limit, min(limit, seconds - point.mean))
+        point.dev += self.beta * (abs(residual) - point.dev)
+        point.mean += self.alpha * residual
 
     def seed(self, rows: int, mean: float, dev: float) -> None:
         """Start (or restart) the estimate for ``rows`` from a profile's mean and spread."""
