@@ -121,8 +121,13 @@ def test_usage_is_shared_through_deltas_and_totals() -> None:
         ({"quotas": [{"name": "q", "pool": "p"}]}, "exactly one of requests"),
         ({"quotas": [{"name": "q", "pool": "p", "requests": True}]}, "positive integer"),
         ({"quotas": [{"name": "q", "pool": "p", "requests": 1, "then": "maybe"}]}, "closed or paid"),
-        ({"budgets": [{"name": "x", "tenant": "a", "dollars": 1}],
-          "quotas": [{"name": "x", "pool": "p", "requests": 1}]}, "unique"),
+        (
+            {
+                "budgets": [{"name": "x", "tenant": "a", "dollars": 1}],
+                "quotas": [{"name": "x", "pool": "p", "requests": 1}],
+            },
+            "unique",
+        ),
         ({"budgets": {"name": "x"}}, "list of mappings"),
     ],
 )
