@@ -21,7 +21,9 @@ on core 1):
 Per tier and level: p50/p99 of the served requests, the share of *all* that tier's requests served
 within target, rejected (503/429), late, and of admitted within target; served/arrivals; served
 throughput and goodput (served within target per second) over capacity; tiers' served throughput over
-FIFO's; the time from sending to a 503 (p50/p99, an upper bound of the server's time to reject);
+FIFO's; the time from sending to a 503 at admission (p50/p99, an upper bound of the server's time
+to reject) and, apart, the requests admitted, queued, then dropped (their deadline became
+unreachable) or evicted, with their time to the 503;
 the mean batch size (server's histogram); and the machine's other load (cores used by every process
 but server and load generator: this machine is shared).
 """
@@ -97,7 +99,9 @@ def summarise(
             "unanswered": int((mine & ~np.isin(status, (200, 429, 503))).sum()),
         }
     refused = np.isin(status, (429, 503))
-    rejection = result["service"][refused]
+    queued = result["dropped"] if "dropped" in result else np.zeros(len(status), dtype=bool)
+    rejection = result["service"][refused & ~queued]  # refused at admission
+    drops = result["service"][refused & queued]  # admitted, queued, then refused
     lag = result["lag"][~np.isnan(result["lag"])]
     rows["served_over_arrivals"] = round(served_total / max(1, len(status)), 4)
     # Throughput counts what completed within the arrivals' window; a backlog served later is not.
@@ -109,6 +113,11 @@ def summarise(
         {"p50": round(float(np.percentile(rejection, 50)) * 1000, 2),
          "p99": round(float(np.percentile(rejection, 99)) * 1000, 2), "count": len(rejection)}
         if len(rejection) else None
+    )  # fmt: skip
+    rows["dropped_ms"] = (
+        {"p50": round(float(np.percentile(drops, 50)) * 1000, 2),
+         "p99": round(float(np.percentile(drops, 99)) * 1000, 2), "count": len(drops)}
+        if len(drops) else None
     )  # fmt: skip
     rows["client"] = {
         "lag_p50_ms": round(float(np.percentile(lag, 50)) * 1000, 2) if len(lag) else None,
@@ -128,6 +137,7 @@ def print_level(level: float, n: int, scheduling: str, summary: dict[str, Any]) 
         f"{summary['served_over_arrivals']}, served/capacity {summary['served_over_capacity']}, "
         f"goodput/capacity {summary['goodput_over_capacity']}, mean batch {summary['mean_batch']}, "
         f"other load {summary['other_cores']} cores, rejection {summary['rejection_ms']}, "
+        f"dropped after queueing {summary['dropped_ms']}, "
         f"client {summary['client']}"
     )
     for name in TIERS:

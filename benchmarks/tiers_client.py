@@ -27,6 +27,9 @@ import aiohttp
 import numpy as np
 
 HEADERS = {"Content-Type": "application/json"}
+# A 503 for a request that was queued, then dropped (its deadline became unreachable) or evicted by
+# more important work: the server's error names it. Any other 503 is a rejection at admission.
+QUEUED = (b"dropped from the queue", b"evicted from the full queue")
 
 
 async def open_loop(
@@ -39,6 +42,7 @@ async def open_loop(
     latency = np.full(n, np.nan)  # scheduled arrival -> response read
     lag = np.full(n, np.nan)  # scheduled arrival -> request handed to the connection
     service = np.full(n, np.nan)  # request handed over -> response read
+    dropped = np.zeros(n, dtype=bool)  # refused after it was queued (not at admission)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS) as session:
@@ -48,8 +52,9 @@ async def open_loop(
             lag[i] = sent - scheduled
             try:
                 async with session.post(url, data=bodies[tiers[i]], headers=headers[tiers[i]]) as response:
-                    await response.read()
+                    body = await response.read()
                     status[i] = response.status
+                    dropped[i] = response.status == 503 and any(word in body for word in QUEUED)
             except aiohttp.ClientError:
                 return
             done = time.perf_counter()
@@ -65,7 +70,14 @@ async def open_loop(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
-    return {"status": status, "latency": latency, "lag": lag, "service": service, "arrivals": arrivals}
+    return {
+        "status": status,
+        "latency": latency,
+        "lag": lag,
+        "service": service,
+        "arrivals": arrivals,
+        "dropped": dropped,
+    }
 
 
 async def closed_loop(url: str, body: bytes, connections: int, seconds: float) -> dict[str, np.ndarray]:

@@ -3,7 +3,8 @@ admission, batching and routing (``tierserve.scheduler``) in virtual time.
 
 Run::
 
-    .venv/bin/python benchmarks/tiers_sim.py [--replicas 16 256] [--levels 0.5 1 1.5 2] [--duration 20] [--slowdown 1.6]
+    .venv/bin/python benchmarks/tiers_sim.py [--replicas 16 256] [--levels 0.5 1 1.5 2] [--duration 20] \
+        [--slowdown 1.6]
 
 For each fleet size, a fixed pool of replicas with the measured CPU profile of the example sentence
 encoder (``deploy/sim/profiles/cpu-minilm.json``), capacity = replicas x the best rows/s of the
