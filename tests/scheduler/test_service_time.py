@@ -44,7 +44,7 @@ def test_a_new_size_between_known_ones_starts_with_their_spread_not_a_pessimisti
     assert est.predict(12) == pytest.approx(0.047 + 2 * 0.002)
 
 
-def test_one_stall_moves_the_estimate_a_bounded_step_but_a_real_slowdown_is_followed() -> None:
+def test_one_stall_moves_the_estimate_a_bounded_step_but_a_real_change_is_followed() -> None:
     est = ServiceTimeEstimator(margin=2.0)
     for _ in range(20):
         est.observe(1, 0.010)
@@ -52,6 +52,10 @@ def test_one_stall_moves_the_estimate_a_bounded_step_but_a_real_slowdown_is_foll
     steady = est.predict(1)
     est.observe(1, 0.100)  # one 100 ms stall of a 11 ms batch
     assert est.predict(1) < steady * 1.5
+    est.observe(1, 0.011)
+    est.observe(1, 0.300)  # a second slow batch in a row is a change, taken whole
+    est.observe(1, 0.300)
+    assert est.predict(1) > 0.100
     for _ in range(12):  # every batch now takes 30 ms: the estimate follows
         est.observe(1, 0.030)
     assert est.mean(1) == pytest.approx(0.030, rel=0.2)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 class _Point:
     mean: float
     dev: float
+    outlier: bool = False  # the last observation was beyond the clip
 
 
 class ServiceTimeEstimator:
@@ -47,14 +48,17 @@ class ServiceTimeEstimator:
             bisect.insort(self._sizes, rows)
             return
         # One stall (a thread descheduled on a busy host, a GIL convoy) can take ten times the usual
-        # time. Unclipped, it multiplied this size's spread, and since a size is only re-estimated
+        # time. Taken whole, it multiplied this size's spread, and since a size is only re-estimated
         # when a batch of that size runs again, one 100 ms sample of a one-row batch made every gold
-        # request look late for seconds (seen live: predict(1) stuck at 50 ms for a 13 ms batch). A
-        # residual beyond ``clip`` deviations counts as ``clip`` deviations: one outlier moves the
-        # estimate a bounded step, while a real slowdown (every sample slow) still widens the spread
-        # geometrically and the mean follows within a few batches.
+        # request look late for seconds (seen live: predict(1) stuck at 50 ms for a 13 ms batch). So
+        # a lone residual beyond ``clip`` deviations counts as ``clip`` deviations; a second one in a
+        # row is a real change (a slower host, longer inputs) and counts whole.
+        residual = seconds - point.mean
         limit = self.clip * max(point.dev, point.mean / 8)
-        residual = max(-limit, min(limit, seconds - point.mean))
+        outlier = abs(residual) > limit
+        if outlier and not point.outlier:
+            residual = max(-limit, min(limit, residual))
+        point.outlier = outlier
         point.dev += self.beta * (abs(residual) - point.dev)
         point.mean += self.alpha * residual
 
