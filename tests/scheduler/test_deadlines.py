@@ -289,3 +289,34 @@ def test_gold_waits_within_its_slack_on_any_fleet_and_larger_fleets_run_full_bat
         # Two replicas: the batches that carry gold are sized to its deadline and upset the stagger now
         # and then; with more replicas another one nearly always covers gold.
         assert full >= {2: 0.4, 16: 0.95, 64: 0.95}[replicas], (replicas, full)
+
+
+def test_under_overload_a_head_that_could_only_run_in_a_tiny_batch_is_shed_for_a_full_one() -> None:
+    q = queue(capacity=1000)
+    q.push(req("late", SILVER, arrival=0.0), now=0.0)  # must end by 135 ms
+    for i in range(16):
+        q.push(req(f"s{i}", SILVER, arrival=0.1), now=0.1)  # must end by 235 ms
+    # At 120 ms the late one could only run in a batch ending by 135 ms (2 rows, 15 ms):
+    # a quarter of a full batch or less, with a full batch of silver behind it: shed.
+    step = q.next_batch(0.120, IDLE_OTHER)
+    assert [i.payload for i in step.dropped] == ["late"]
+    assert len(names(step)) == 16
+
+
+def test_a_late_head_with_no_full_batch_behind_it_is_served_not_shed() -> None:
+    q = queue(capacity=1000)
+    q.push(req("late", SILVER, arrival=0.0), now=0.0)
+    for i in range(3):
+        q.push(req(f"s{i}", SILVER, arrival=0.1), now=0.1)
+    step = q.next_batch(0.120, IDLE_OTHER)
+    assert step.dropped == [] and names(step)[0] == "late"
+
+
+def test_a_full_batch_is_the_throughput_sized_one_the_estimate_knows() -> None:
+    est = estimator({1: 10, 8: 45, 16: 85, 32: 200})  # 32 rows serve fewer rows/s than 16
+    q: BatchQueue[str] = BatchQueue(32, 0.0, 100, estimator=est)
+    assert q.full_rows == 16
+    for i in range(40):
+        q.push(req(f"b{i}", BRONZE), now=0.0)
+    assert len(names(q.next_batch(0.0))) == 16
+    assert BatchQueue[str](32, 0.0, 100).full_rows == 32  # nothing observed yet: the configured cap

@@ -59,3 +59,12 @@ def test_one_stall_moves_the_estimate_a_bounded_step_but_a_real_change_is_follow
     for _ in range(12):  # every batch now takes 30 ms: the estimate follows
         est.observe(1, 0.030)
     assert est.mean(1) == pytest.approx(0.030, rel=0.2)
+
+
+def test_efficient_rows_is_the_smallest_size_within_three_percent_of_the_best_rate() -> None:
+    est = ServiceTimeEstimator()
+    for rows, ms in {1: 8.6, 4: 25.2, 8: 44.1, 16: 83.6, 32: 190.7}.items():
+        est.seed(rows, ms / 1000, 0.001)
+    assert est.efficient_rows(32) == 16  # 191 rows/s; 8 rows: 181 (95%)
+    assert est.efficient_rows(8) == 8
+    assert est.efficient_rows(32, share=0.9) == 8

@@ -226,11 +226,16 @@ class ModelRunner:
                     step = self._queue.next_batch(now, self._free_at(but=replica))
                     for dropped in step.dropped:
                         late_ms = (now + self.estimator.predict(dropped.rows) - dropped.deadline) * 1000
+                        why = (
+                            f"it would finish {late_ms:.0f} ms past its deadline"
+                            if late_ms > 0
+                            else "overloaded, and it could only run in a small batch before its deadline"
+                        )
                         _fail(
                             dropped.payload,
                             Unavailable(
                                 f"tier '{dropped.payload.tier.name}' request dropped from the queue of "
-                                f"'{self.name}': it would finish {late_ms:.0f} ms past its deadline"
+                                f"'{self.name}': {why}"
                             ),
                         )
                     if step.batch is not None:

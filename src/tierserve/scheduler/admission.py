@@ -108,7 +108,7 @@ def cost_per_item(queue: BatchQueue[Any], price: PoolPrice, rows: int = 1) -> fl
     request of a rented endpoint."""
     cost = price.cost_per_1k_requests / 1000
     if price.cost_per_hour and queue.estimator.known:
-        batch = max(rows, queue.max_batch_size or 1)
+        batch = max(rows, queue.full_rows)
         cost += price.cost_per_hour / 3600 * queue.estimator.mean(batch) / batch
     return cost
 

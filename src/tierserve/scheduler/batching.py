@@ -17,7 +17,8 @@ margin, less its own one-row service time) less one more row: room for one other
 queued ahead, so that a gold request arriving at the worst instant is still admitted rather than
 rejected on a prediction that lands exactly on its deadline. A replica about to start a batch
 checks the others (``others_free_at``): if one of them is idle or frees up within the bound, the
-invariant already holds and this replica runs a full, throughput-sized batch (``max_batch_size``);
+invariant already holds and this replica runs a full, throughput-sized batch (``full_rows``: the
+smallest size within 3% of the best rows/s the estimate knows, at most ``max_batch_size``);
 only when none does is this batch cut to what ends within the bound. The consequences, by fleet
 size:
 
@@ -229,11 +230,11 @@ class BatchQueue(Generic[T]):
             return 1
         slack = self.slack_s(now)
         if slack is None or not self.estimator.known:
-            return self.max_batch_size
+            return self.full_rows
         wait = self._wait_s(slack)
         soonest = min(others_free_at, default=math.inf)
         if soonest <= now + wait:
-            return self.max_batch_size
+            return self.full_rows
         return self._cut_rows(wait)
 
     def wait_s(self, now: float) -> float | None:
@@ -244,6 +245,14 @@ class BatchQueue(Generic[T]):
 
     def _wait_s(self, slack: float) -> float:
         return max(0.0, slack - self.estimator.predict(1))
+
+    @property
+    def full_rows(self) -> int:
+        """A full batch: the throughput-sized one the estimate knows (``efficient_rows``), at most
+        ``max_batch_size``; a single request larger than it still runs, alone."""
+        if not self.batching or not self.estimator.known:
+            return max(1, self.max_batch_size)
+        return self.estimator.efficient_rows(self.max_batch_size)
 
     def slack_s(self, now: float) -> float | None:
         """How long the tightest deadline tier active in the last ``activity_window_s`` may wait for a
@@ -267,8 +276,9 @@ class BatchQueue(Generic[T]):
         ahead = sum(level.rows for p, level in self._levels.items() if p <= item.priority)
         if not self.batching:
             ahead = sum(level.live for p, level in self._levels.items() if p <= item.priority)
-        cap = self.max_batch_size if len(replicas_free_at) > 1 else self.batch_rows_cap(now)
-        if item.reject_late and cap == self.max_batch_size:
+        full = self.full_rows
+        cap = full if len(replicas_free_at) > 1 else self.batch_rows_cap(now)
+        if item.reject_late and cap == full:
             cap = self._deadline_rows(item, now, cap)
         remaining = ahead + item.rows
         # Only the replicas that free up first can take the batches up to this one: with many replicas
@@ -305,8 +315,10 @@ class BatchQueue(Generic[T]):
         if not self.batching:
             step.batch = Batch([head])
             return step
+        full = self.full_rows
+        head = self._shed_stale_heads(head, now, full, step.dropped)
         cap = self.batch_rows_cap(now, others_free_at)
-        if head.reject_late and cap == self.max_batch_size:
+        if head.reject_late and cap == full:
             cap = self._deadline_rows(head, now, cap)
         items, skipped = self._collect(head, now, cap)
         rows = sum(item.rows for item in items)
@@ -317,11 +329,37 @@ class BatchQueue(Generic[T]):
             step.batch = Batch(items)
             self.counts.batches += 1
             self.counts.rows += rows
-            self.counts.cut += cap < self.max_batch_size
+            self.counts.cut += cap < full
         else:
             self._restore(items + skipped)
             step.wake_at = release_at
         return step
+
+    def _shed_stale_heads(
+        self, head: Pending[T], now: float, full: int, dropped: list[Pending[T]]
+    ) -> Pending[T]:
+        """Overload: a deadline-bound head so close to its deadline that its batch could hold less
+        than a quarter of a full batch, while a full batch of its tier waits behind it, is dropped
+        (answered 503) instead of forcing a tiny batch. Otherwise every later request reaches the
+        head just as late, every batch is tiny, and throughput collapses: earliest-deadline-first's
+        failure under overload (16 simulated replicas at 2x: silver-headed batches of one row, 0.83
+        of capacity served; shedding: 0.90, goodput 0.82 -> 0.90). Below overload a tier never has a
+        full batch queued behind a late head, so nothing is shed."""
+        for _ in range(full):
+            if not head.reject_late:
+                return head
+            level = self._levels[head.priority]
+            if level.rows < full:
+                return head
+            fits = self.estimator.max_rows_within(self._fill_deadline(head) - now, full)
+            if fits * 4 >= full:
+                return head
+            following = self._pop(level)
+            if following is None:  # cannot happen (rows remain), but never drop without a successor
+                return head
+            dropped.append(head)
+            head = following
+        return head
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -348,7 +386,7 @@ class BatchQueue(Generic[T]):
     def _cut_rows(self, seconds: float) -> int:
         key = (seconds, self.estimator.version)
         if self._cap_cache[0] != key:  # asked several times per request at one instant: compute once
-            self._cap_cache = (key, self.estimator.max_rows_within(seconds, self.max_batch_size))
+            self._cap_cache = (key, self.estimator.max_rows_within(seconds, self.full_rows))
         return self._cap_cache[1]
 
     def _feasible(self, item: Pending[T], rows: int, now: float) -> bool:

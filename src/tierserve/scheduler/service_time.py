@@ -32,6 +32,7 @@ class ServiceTimeEstimator:
         self._points: dict[int, _Point] = {}
         self._sizes: list[int] = []
         self.version = 0  # bumped on every change, so that callers can cache what they derive
+        self._efficient: tuple[tuple[int, float, int] | None, int] = (None, 0)
 
     @property
     def known(self) -> bool:
@@ -88,6 +89,19 @@ class ServiceTimeEstimator:
             else:
                 hi = mid - 1
         return lo
+
+    def efficient_rows(self, limit: int, share: float = 0.97) -> int:
+        """The throughput-sized batch: the smallest observed row count up to ``limit`` that serves at
+        least ``share`` of the best rows per second observed up to ``limit`` (``limit`` when nothing
+        that small was observed). Past that size a batch only holds its replica longer: on a busy
+        2-core host MiniLM served 191 rows/s at 16 rows a batch and 168 at 32."""
+        key = (limit, share, self.version)
+        if self._efficient[0] != key:
+            rates = {rows: rows / p.mean for rows, p in self._points.items() if rows <= limit and p.mean > 0}
+            best = max(rates.values(), default=0.0)
+            rows = min((r for r, rate in rates.items() if rate >= share * best), default=limit)
+            self._efficient = (key, rows)
+        return self._efficient[1]
 
     def snapshot(self) -> dict[int, tuple[float, float]]:
         return {rows: (p.mean, p.dev) for rows, p in sorted(self._points.items())}
