@@ -291,8 +291,8 @@ class BatchQueue(Generic[T]):
             # A long queue: replicas take full batches in turn, so each replica's share of them runs
             # back to back. Skipping ahead keeps this O(replicas) per request instead of O(queue).
             rounds = batches // len(free) - 2
-            full = self.estimator.mean(cap)
-            free = [t + rounds * full for t in free]
+            batch_s = self.estimator.mean(cap)
+            free = [t + rounds * batch_s for t in free]
             remaining -= rounds * len(free) * cap
         while remaining > 0:
             take = min(cap, remaining)
