@@ -265,7 +265,14 @@ def test_a_keys_concurrency_cap_holds_while_its_request_runs(
     http: httpx.Client, deployment: Deployment
 ) -> None:
     key = deployment.keys["capped"]
+    operator = deployment.keys["operator"].headers
     results: list[int] = []
+
+    def slow_batches() -> float:
+        text = http.get("/metrics", headers=operator).text
+        return metric_value(text, "tierserve_queue_duration_seconds_count", model="slow")
+
+    started_before = slow_batches()
 
     def slow() -> None:
         with httpx.Client(base_url=deployment.server.base_url, timeout=60.0) as own:
@@ -276,6 +283,9 @@ def test_a_keys_concurrency_cap_holds_while_its_request_runs(
     worker = threading.Thread(target=slow)
     worker.start()
     try:
+        # Probe only once the slow request runs: a probe sent earlier could take the key's only slot
+        # first and have the slow request refused instead (seen on a loaded machine).
+        wait_for(lambda: slow_batches() > started_before, what="the slow request to start")
         # The slow request holds the key's only slot for a second or more: every other request of
         # the key that does inference is refused meanwhile, metadata is not.
         refused = wait_for(
