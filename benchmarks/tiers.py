@@ -216,6 +216,12 @@ def main() -> int:
         metavar=("GOLD", "SILVER", "BRONZE"),
         help="tier targets for this run (default: the server's defaults, 50 150 1000)",
     )
+    parser.add_argument(
+        "--capacity",
+        type=float,
+        help="requests/s to take as capacity instead of measuring it (to compare two builds at the "
+        "same offered load: the closed-loop measurement moves a few percent from run to run)",
+    )
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="multiples of capacity")
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     args = parser.parse_args()
@@ -242,11 +248,15 @@ def main() -> int:
                   f"load average {load_average()}")  # fmt: skip
             log = args.out.parent / f"tiers-{layout}-capacity.log"
             path = f"/v2/models/{args.model}/infer"
-            with tierserve_server(args.model_repository, args.model, server_cores, log) as server:
-                out = scratch / f"{layout}-capacity.npz"
-                closed = ["--closed", "32", "--duration", str(args.duration)]
-                cap = float(run_loadgen(client_cores, server.port, path, bodies, out, *closed)["rate"][0])
-            print(f"capacity: {cap:.1f} requests/s (closed loop, 32 connections)")
+            if args.capacity:
+                cap = args.capacity
+                print(f"capacity: {cap:.1f} requests/s (given with --capacity)")
+            else:
+                with tierserve_server(args.model_repository, args.model, server_cores, log) as server:
+                    out = scratch / f"{layout}-capacity.npz"
+                    closed = ["--closed", "32", "--duration", str(args.duration)]
+                    cap = float(run_loadgen(client_cores, server.port, path, bodies, out, *closed)["rate"][0])
+                print(f"capacity: {cap:.1f} requests/s (closed loop, 32 connections)")
             levels: dict[str, Any] = {}
             results["layouts"][layout] = {"capacity_per_s": round(cap, 1), "levels": levels}
             rng = np.random.default_rng(args.seed)
