@@ -6,10 +6,12 @@ busy (their lock held), so that both sides see the same queue at every arrival."
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from tierserve.backends.onnx import OnnxBackend, OnnxOptions
 from tierserve.engine.deployment import Deployment
@@ -134,3 +136,32 @@ def test_the_live_and_the_simulated_adapters_admit_the_same_arrivals_alike(tmp_p
     rejected = {int(t) for t, d in zip(tiers, live, strict=True) if d is None}
     assert rejected == {0, 1}, rejected  # bronze (best effort) is never rejected early
     assert len(live) == len(times)
+
+
+def test_with_debug_logging_each_batch_says_its_rows_cap_and_what_set_the_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tmp_path / "identity.onnx"
+    build_identity(model, onnx.TensorProto.FLOAT)
+    metrics = Metrics()
+    pool = PoolSpec("cpu", "onnx-cpu", replicas=1)
+    runner = ModelRunner(
+        "identity", 1, [OnnxBackend(model, OnnxOptions(intra_op_threads=1))],
+        pool=pool, max_batch_size=32, max_queue_delay_s=0.0, max_queue_size=100, stats=ModelStats(),
+        metrics=metrics.for_model("identity", 1, "cpu"), estimator=estimator(),
+    )  # fmt: skip
+    gold = DEFAULT_TIERS[0]
+
+    async def one() -> object:
+        t = admission.ticket(TierChoice(gold, gold.target_s), runner._clock(), 1)
+        return await runner.submit({"INPUT0": np.zeros((1, 4), dtype=np.float32)}, (4,), t)
+
+    with caplog.at_level(logging.DEBUG, logger="tierserve.engine.runner"):
+        asyncio.run(one())
+        runner.stop()
+    lines = [r.getMessage() for r in caplog.records if "batch of" in r.getMessage()]
+    assert len(lines) == 1
+    # One replica with gold active: gold's wait bound (45 ms less 5 ms for its own row and 5 for one
+    # more) still allows 32 rows (34 ms predicted), a full batch, and the line says so.
+    assert "identity v1 cpu r0: batch of 1 rows (cap 32, full); head tier gold waited" in lines[0]
+    assert "other replicas free in [] ms; 0 dropped" in lines[0]

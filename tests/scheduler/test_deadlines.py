@@ -86,7 +86,8 @@ def test_a_batch_headed_by_gold_is_split_over_the_replicas_freeing_up_next() -> 
         q.push(req(f"g{i}", GOLD), now=0.0)
     # Another replica is idle: no cut for the invariant, but gold's batch ends within its slack
     # (35 ms: 6 rows), so the next replica takes the next gold rather than all of it waiting.
-    assert names(q.next_batch(0.0, IDLE_OTHER)) == [f"g{i}" for i in range(6)]
+    step = q.next_batch(0.0, IDLE_OTHER)
+    assert names(step) == [f"g{i}" for i in range(6)] and step.limit == "gold's slack"
     assert names(q.next_batch(0.0, IDLE_OTHER)) == ["g6", "g7", "g8", "g9"]
 
 
@@ -110,7 +111,8 @@ def test_one_replica_cuts_batches_to_golds_wait_bound_while_gold_is_active_and_n
     for i in range(20):
         q.push(req(f"b{i}", BRONZE, arrival=0.1), now=0.1)
     assert q.batch_rows_cap(0.1) == 4
-    assert len(names(q.next_batch(0.1))) == 4
+    step = q.next_batch(0.1)
+    assert len(names(step)) == 4 and (step.cap, step.limit) == (4, "gold's wait bound")
     assert q.slack_s(3.0) is None and q.batch_rows_cap(3.0) == 16  # no gold for longer than the window
     assert len(names(q.next_batch(3.0))) == 16
     assert (q.counts.batches, q.counts.cut) == (3, 2)

@@ -30,7 +30,7 @@ from tierserve.router.breaker import CircuitBreaker
 from tierserve.router.policy import PoolOption
 from tierserve.scheduler import admission
 from tierserve.scheduler.admission import PoolPrice, Ticket
-from tierserve.scheduler.batching import BatchQueue, Pending, QueueFull
+from tierserve.scheduler.batching import Batch, BatchQueue, Pending, QueueFull, Step
 from tierserve.scheduler.service_time import ServiceTimeEstimator
 from tierserve.scheduler.tiers import Tier
 
@@ -241,6 +241,8 @@ class ModelRunner:
                     if step.batch is not None:
                         batch = step.batch
                         self._busy_until[replica] = now + self.estimator.predict(batch.rows)
+                        if log.isEnabledFor(logging.DEBUG):
+                            self._log_batch(replica, step, batch, now)
                         self.metrics.queue_depth.set(len(self._queue))
                         break
                     if self._stopping and len(self._queue) == 0:
@@ -257,6 +259,19 @@ class ModelRunner:
                     # saturation (see autoscale.policy); a row costs its share of the largest batch.
                     full = max(1, self.max_batch_size)
                     self._window_busy_s += batch.rows * self.estimator.mean(full) / full
+
+    def _log_batch(self, replica: int, step: Step[Work], batch: Batch[Work], now: float) -> None:
+        """One line per batch (``--log-level debug``): what the scheduler decided and why. Under the lock."""
+        head = batch.items[0]
+        others = [t - now for t in self._free_at(but=replica)]
+        log.debug(
+            "%s v%d %s r%d: batch of %d rows (cap %d, %s); head tier %s waited %.1f ms; predicted %.1f ms; "
+            "%d queued; other replicas free in %s ms; %d dropped",
+            self.name, self.version, self.pool.name, replica, batch.rows, step.cap, step.limit,
+            head.payload.tier.name, (now - head.arrival) * 1000, self.estimator.predict(batch.rows) * 1000,
+            len(self._queue), [round(t * 1000, 1) if math.isfinite(t) else "idle" for t in others],
+            len(step.dropped),
+        )  # fmt: skip
 
     def _run(self, backend: Backend, works: list[Work], rows: list[int]) -> float | None:
         """Run one batch and resolve its futures; return the backend's run time in seconds."""

@@ -123,6 +123,8 @@ class Step(Generic[T]):
     batch: Batch[T] | None = None
     dropped: list[Pending[T]] = field(default_factory=list)
     wake_at: float | None = None
+    cap: int = 0  # the most rows ``batch`` could take
+    limit: str = ""  # what set ``cap``: "full", "gold's wait bound" or "gold's slack"
 
 
 @dataclass
@@ -318,8 +320,11 @@ class BatchQueue(Generic[T]):
         full = self.full_rows
         head = self._shed_stale_heads(head, now, full, step.dropped)
         cap = self.batch_rows_cap(now, others_free_at)
+        step.limit = "full" if cap >= full else "gold's wait bound"
         if head.reject_late and cap == full:
             cap = self._deadline_rows(head, now, cap)
+            step.limit = "full" if cap >= full else "gold's slack"
+        step.cap = cap
         items, skipped = self._collect(head, now, cap)
         rows = sum(item.rows for item in items)
         release_at = head.arrival + self.max_queue_delay_s
