@@ -54,7 +54,10 @@ replica covers gold.
 
 A request that can no longer make its deadline (``now`` + its predicted service time is past it)
 and whose tier rejects late work is dropped, never run late: ``Step.dropped`` hands it back to be
-answered. Best-effort work is only ordered by its deadline, never dropped.
+answered. Best-effort work is only ordered by its deadline, never dropped. Under overload, a
+deadline-bound head that could still make its deadline, but only in a batch of less than a quarter
+of a full one, is also dropped when a full batch of its tier waits behind it (``_shed_stale_heads``):
+earliest-deadline-first otherwise collapses into one-row batches.
 
 No starvation: when lower-priority work has waited ``aging_s``, one batch every ``aging_s`` is
 started from the oldest such request, whatever waits above it. Lower tiers thus get a minimum
