@@ -322,3 +322,25 @@ def test_a_full_batch_is_the_throughput_sized_one_the_estimate_knows() -> None:
         q.push(req(f"b{i}", BRONZE), now=0.0)
     assert len(names(q.next_batch(0.0))) == 16
     assert BatchQueue[str](32, 0.0, 100).full_rows == 32  # nothing observed yet: the configured cap
+
+
+def test_evictions_withdrawals_and_batches_keep_the_newest_first_index_right_and_bounded() -> None:
+    q = queue(max_batch=8, capacity=200)
+    bronze = [req(f"b{i}", BRONZE) for i in range(200)]
+    for item in bronze:
+        q.push(item, now=0.0)
+    assert q.cancel(bronze[199]) and not q.cancel(bronze[199])  # withdrawn once
+    taken = names(q.next_batch(0.0))  # the oldest 8 leave for a batch
+    assert taken == [f"b{i}" for i in range(8)]
+    assert not q.cancel(bronze[0])  # already taken: nothing to withdraw
+    evicted = []
+    for i in range(100):  # the queue holds 191: gold beyond the bound evicts bronze, newest first
+        out = q.push(req(f"g{i}", GOLD), now=0.0)
+        if out is not None:
+            evicted.append(out.payload)
+    assert evicted == [f"b{i}" for i in range(198, 107, -1)]
+    level = q._levels[BRONZE]
+    assert level.live == 100 and len(level.newest) <= 2 * level.live + 64
+    for _ in range(2000):  # churn: every entry left behind by a batch is eventually dropped
+        q.push(req("b", BRONZE), now=0.0) if len(q) < 200 else q.next_batch(0.0)
+    assert len(q._levels[BRONZE].newest) <= 2 * q._levels[BRONZE].live + 64 + 1

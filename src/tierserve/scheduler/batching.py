@@ -108,6 +108,7 @@ class Pending(Generic[T]):
     reject_late: bool = False  # drop (to be answered 503) rather than run past the deadline
     seq: int = field(default=-1, init=False)
     cancelled: bool = field(default=False, init=False)
+    queued: bool = field(default=False, init=False)  # in the queue now (not taken, dropped or withdrawn)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ class Step(Generic[T]):
 @dataclass
 class _Level(Generic[T]):
     heap: list[tuple[float, int, Pending[T]]] = field(default_factory=list)
+    # Newest first, for eviction: entries of items no longer queued are skipped and, past twice the
+    # live count, dropped in one rebuild (a full queue evicts in O(log n), not a scan of the queue).
+    newest: list[tuple[int, Pending[T]]] = field(default_factory=list)
     live: int = 0
     rows: int = 0
     last_arrival: float = -math.inf
@@ -200,7 +204,11 @@ class BatchQueue(Generic[T]):
         item.seq = next(self._seq)
         level = self._levels.setdefault(item.priority, _Level())
         heapq.heappush(level.heap, (item.deadline, item.seq, item))
+        heapq.heappush(level.newest, (-item.seq, item))
         self._count(level, item, +1)
+        if len(level.newest) > 2 * level.live + 64:
+            level.newest = [(-i.seq, i) for *_, i in level.heap if i.queued]
+            heapq.heapify(level.newest)
         if item.reject_late:
             self._cap_cache = (None, 0)  # the slack may tighten
             budget = item.deadline - item.arrival
@@ -212,7 +220,7 @@ class BatchQueue(Generic[T]):
     def cancel(self, item: Pending[T]) -> bool:
         """Withdraw a queued item; False if it already left the queue (or was cancelled)."""
         level = self._levels.get(item.priority)
-        if item.cancelled or level is None or not any(queued is item for *_, queued in level.heap):
+        if item.cancelled or level is None or not item.queued:
             return False
         item.cancelled = True
         self._count(level, item, -1)
@@ -372,6 +380,7 @@ class BatchQueue(Generic[T]):
     # -- internals -----------------------------------------------------------------------------
 
     def _count(self, level: _Level[T], item: Pending[T], sign: int) -> None:
+        item.queued = sign > 0
         level.live += sign
         level.rows += sign * item.rows
         self._live += sign
@@ -484,7 +493,10 @@ class BatchQueue(Generic[T]):
         if not lower:
             return None
         level = self._levels[max(lower)]
-        victim = max((i for *_, i in level.heap if not i.cancelled), key=lambda i: i.seq)
+        while True:  # level.live > 0: a queued entry is there
+            victim = heapq.heappop(level.newest)[1]
+            if victim.queued:
+                break
         victim.cancelled = True
         self._count(level, victim, -1)
         return victim
