@@ -73,6 +73,14 @@ def run_loadgen(
         return {name: result[name] for name in result.files}
 
 
+def quantiles_ms(seconds: np.ndarray) -> dict[str, float] | None:
+    """p50 and p99 in milliseconds and the count; None when there are none."""
+    if not len(seconds):
+        return None
+    p50, p99 = np.percentile(seconds, [50, 99]) * 1000
+    return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "count": len(seconds)}
+
+
 def summarise(
     result: dict[str, Any], tiers: np.ndarray, duration: float, cap: float, targets: dict[str, float]
 ) -> dict[str, Any]:
@@ -99,7 +107,7 @@ def summarise(
             "unanswered": int((mine & ~np.isin(status, (200, 429, 503))).sum()),
         }
     refused = np.isin(status, (429, 503))
-    queued = result["dropped"] if "dropped" in result else np.zeros(len(status), dtype=bool)
+    queued = result["dropped"]
     rejection = result["service"][refused & ~queued]  # refused at admission
     drops = result["service"][refused & queued]  # admitted, queued, then refused
     lag = result["lag"][~np.isnan(result["lag"])]
@@ -109,16 +117,8 @@ def summarise(
     in_window = int(((status == 200) & (completed <= duration)).sum())
     rows["served_over_capacity"] = round(in_window / duration / cap, 4)
     rows["goodput_over_capacity"] = round(met_total / duration / cap, 4)
-    rows["rejection_ms"] = (
-        {"p50": round(float(np.percentile(rejection, 50)) * 1000, 2),
-         "p99": round(float(np.percentile(rejection, 99)) * 1000, 2), "count": len(rejection)}
-        if len(rejection) else None
-    )  # fmt: skip
-    rows["dropped_ms"] = (
-        {"p50": round(float(np.percentile(drops, 50)) * 1000, 2),
-         "p99": round(float(np.percentile(drops, 99)) * 1000, 2), "count": len(drops)}
-        if len(drops) else None
-    )  # fmt: skip
+    rows["rejection_ms"] = quantiles_ms(rejection)
+    rows["dropped_ms"] = quantiles_ms(drops)
     rows["client"] = {
         "lag_p50_ms": round(float(np.percentile(lag, 50)) * 1000, 2) if len(lag) else None,
         "lag_p99_ms": round(float(np.percentile(lag, 99)) * 1000, 2) if len(lag) else None,
