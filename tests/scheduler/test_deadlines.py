@@ -342,5 +342,8 @@ def test_evictions_withdrawals_and_batches_keep_the_newest_first_index_right_and
     level = q._levels[BRONZE]
     assert level.live == 100 and len(level.newest) <= 2 * level.live + 64
     for _ in range(2000):  # churn: every entry left behind by a batch is eventually dropped
-        q.push(req("b", BRONZE), now=0.0) if len(q) < 200 else q.next_batch(0.0)
+        if len(q) < 200:
+            q.push(req("b", BRONZE), now=0.0)
+        else:
+            q.next_batch(0.0)
     assert len(q._levels[BRONZE].newest) <= 2 * q._levels[BRONZE].live + 64 + 1
